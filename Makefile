@@ -1,0 +1,48 @@
+# cxrkit — run `make help` for the list of targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cxrkit-installed
+PARAMS ?= params/default.yaml
+export PYTHONUNBUFFERED := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help setup study test test-fast lint bench clean distclean kernel
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name cxrkit --display-name "Python (cxrkit)" > /dev/null
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install cxrkit with its dev tools (skipped when up to date)
+
+study: $(STAMP) ## Run the whole study on the embedded phantom and write the report (PARAMS=params/default.yaml)
+	$(PY) -m cxrkit.cli study -f $(PARAMS)
+
+test: $(STAMP) ## Run every test (unit, slow and notebook regression tests)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP) ## Run the tests that are not marked slow
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP) ## ruff over the package and tests
+	$(VENV)/bin/ruff check cxrkit tests
+
+bench: $(STAMP) ## Throughput: pipeline feed (decode vs cache), train/infer images/s, refiner share at 380 px
+	$(PY) -m cxrkit.cli bench
+
+kernel: $(STAMP) ## Also register the "cxrkit" Jupyter kernel for your user (for a JupyterLab outside .venv)
+	$(PY) -m ipykernel install --user --name cxrkit --display-name "Python (cxrkit)"
+
+clean: ## Remove generated data, caches and run outputs (keeps .venv)
+	rm -rf data runs reports/runs .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
+
+distclean: clean ## Also remove the virtual environment
+	rm -rf $(VENV) *.egg-info

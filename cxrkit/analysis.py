@@ -1,0 +1,119 @@
+"""Computations behind the study's figures and tables (no plotting here; see :mod:`cxrkit.plots`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+
+def prevalence(table: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
+    """Positives, known entries and prevalence per label (paper Fig. 2)."""
+    y = table[list(labels)]
+    out = pd.DataFrame({"positives": (y == 1).sum(), "known": y.notna().sum()})
+    out["prevalence"] = out["positives"] / out["known"]
+    return out
+
+
+def dataset_summary(table: pd.DataFrame, labels: Sequence[str]) -> pd.Series:
+    """Counts of images, patients, studies and views, and labels per image."""
+    y = table[list(labels)]
+    studies = table.groupby("patient_id")["study"].nunique()
+    return pd.Series({
+        "images": len(table), "patients": table["patient_id"].nunique(),
+        "studies": int(studies.sum()), "studies per patient (mean)": float(studies.mean()),
+        "views": ", ".join(f"{k}: {v}" for k, v in table["view"].value_counts(dropna=False).items()),
+        "positive labels per image (mean)": float((y == 1).sum(axis=1).mean()),
+        "unknown label entries": int(y.isna().sum().sum()),
+    })
+
+
+def label_correlation(y: np.ndarray | pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
+    """Pearson correlation between label columns (pairwise over known entries; paper Fig. 5)."""
+    return pd.DataFrame(np.asarray(y, dtype=float), columns=list(labels)).corr(method="pearson", min_periods=2)
+
+
+def conditional_probability(y: np.ndarray | pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
+    """P(column label = 1 | row label = 1), i.e. c_mn / c_mm, over images where both are known."""
+    y = np.asarray(y, dtype=float)
+    known = np.isfinite(y)
+    pos = np.where(known, y, 0.0)
+    both = known.astype(float).T @ known.astype(float)
+    co = pos.T @ pos
+    counts = pos.T @ known.astype(float)  # images where row label positive and column label known
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cond = co / counts
+    cond[both == 0] = np.nan
+    return pd.DataFrame(cond, index=list(labels), columns=list(labels))
+
+
+def top_k_conditional(cond: pd.DataFrame, k: int = 3) -> pd.Series:
+    """Mean of each label's k largest conditional probabilities P(label | other) (Rawlekar et al. Fig. 2)."""
+    vals = {}
+    for lab in cond.columns:
+        col = cond[lab].drop(index=lab).dropna().sort_values(ascending=False)
+        vals[lab] = float(col.head(k).mean()) if len(col) else float("nan")
+    return pd.Series(vals)
+
+
+def strongest_couplings(coupling: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """The n off-diagonal entries of largest magnitude: source, target, value."""
+    a = coupling.copy()
+    np.fill_diagonal(a.values, np.nan)
+    s = a.stack().rename("value").reset_index()
+    s.columns = ["source", "target", "value"]
+    return s.reindex(s["value"].abs().sort_values(ascending=False).index).head(n).reset_index(drop=True)
+
+
+def sparsity(coupling: pd.DataFrame | np.ndarray, tol: float = 1e-3) -> float:
+    """Fraction of off-diagonal couplings with |A_ij| <= tol."""
+    a = np.asarray(coupling, dtype=float)
+    off = a[~np.eye(len(a), dtype=bool)]
+    return float(np.mean(np.abs(off) <= tol))
+
+
+def coupling_recovery(learned: pd.DataFrame, true: pd.DataFrame, top: int = 20) -> dict[str, float]:
+    """How well a learned coupling matrix recovers the true one on the ``top`` strongest true pairs.
+
+    Pairs are ranked by the magnitude of the true log odds ratio (infinite values, i.e.
+    logically impossible pairs, rank first). Returns the sign agreement on those pairs and the
+    Spearman rank correlation between learned and true values over them.
+    """
+    labels = [lab for lab in learned.index if lab in true.index]
+    t = true.loc[labels, labels].to_numpy(dtype=float)
+    a = learned.loc[labels, labels].to_numpy(dtype=float)
+    off = ~np.eye(len(labels), dtype=bool) & np.isfinite(a) & ~np.isnan(t)
+    tv, av = t[off], a[off]
+    order = np.argsort(-np.abs(np.where(np.isinf(tv), 1e9, tv)), kind="stable")[:top]
+    tv, av = tv[order], av[order]
+    sign = float(np.mean(np.sign(av) == np.sign(tv)))
+    finite_t = np.where(np.isinf(tv), np.sign(tv) * (np.nanmax(np.abs(tv[np.isfinite(tv)]), initial=1) + 1), tv)
+    rho = float(spearmanr(finite_t, av).statistic) if np.ptp(av) > 0 else float("nan")
+    return {"pairs": int(len(tv)), "sign_agreement": sign, "spearman": rho}
+
+
+def fold_agreement(fold_probs: Mapping[str, np.ndarray], threshold: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Between every two folds' test predictions: Pearson correlation of the probabilities and the
+    fraction of (image, label) decisions at ``threshold`` on which they agree (paper Fig. 4)."""
+    names = list(fold_probs)
+    corr = pd.DataFrame(index=names, columns=names, dtype=float)
+    agree = corr.copy()
+    for a in names:
+        for b in names:
+            pa, pb = fold_probs[a].ravel(), fold_probs[b].ravel()
+            corr.loc[a, b] = float(np.corrcoef(pa, pb)[0, 1])
+            agree.loc[a, b] = float(np.mean((pa >= threshold) == (pb >= threshold)))
+    return corr, agree
+
+
+def across_fold_std(fold_probs: Mapping[str, np.ndarray], labels: Sequence[str]) -> pd.Series:
+    """Per label: the across-fold standard deviation of predicted probabilities, averaged over images (Fig. 6)."""
+    stack = np.stack(list(fold_probs.values()))  # (K, N, L)
+    return pd.Series(stack.std(axis=0, ddof=0).mean(axis=0), index=list(labels))
+
+
+def per_label_delta(a: pd.Series, b: pd.Series) -> pd.DataFrame:
+    """Per-label AUC of two variants and their difference b - a."""
+    return pd.DataFrame({"a": a, "b": b, "delta": b - a})

@@ -1,0 +1,165 @@
+"""``make bench``: throughput figures (never asserted in tests; printed and saved).
+
+1. Input pipeline feed rate (images/s through the DataLoader with training augmentation):
+   decoding PNGs every epoch vs the pre-resized uint8 cache.
+2. Training and inference images/s of the default phantom model, with each pipeline.
+3. The sparse refiner's share of a training step of the paper backbone
+   (seresnext101_32x4d) at 380 px.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxrkit.config import TrainConfig
+from cxrkit.losses import create_loss
+from cxrkit.models import create_model, create_refiner
+from cxrkit.paths import data_dir
+from cxrkit.pipeline import Augment, CXRImages, UInt8Cache, make_loader, to_model_input
+from cxrkit.provenance import environment, write_json
+
+
+def _timed(fn: Callable[[], int], repeats: int = 1) -> float:
+    """Items per second of ``fn`` (which returns how many items it processed), best of ``repeats``."""
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        n = fn()
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
+def ensure_bench_data(root: Path, patients: int = 350, size: int = 128) -> pd.DataFrame:
+    """A small phantom for benchmarking (generated once)."""
+    from cxrkit.datasets import create_dataset
+    from cxrkit.phantom.generate import generate
+
+    if not (root / "train.csv").is_file():
+        generate(root, n_patients=patients, size=size, seed=123, progress=False)
+    return create_dataset("gxs", root=root).table
+
+
+def refiner_share(backbone: str = "seresnext101_32x4d", size: int = 380, batch: int = 4,
+                  repeats: int = 2) -> dict[str, float]:
+    """Seconds of a full training step vs the sparse refiner's forward + penalty + backward."""
+    torch.manual_seed(0)
+    model = create_model(backbone, 14, refiner="sparse", drop_rate=0.4)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-4)
+    loss_fn = create_loss("asl")
+    x = torch.randn(batch, 3, size, size)
+    y = (torch.rand(batch, 14) < 0.3).float()
+
+    def step() -> None:
+        loss = loss_fn(model(x), y) + model.penalty()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    t_step = (time.perf_counter() - t0) / repeats
+
+    refiner = create_refiner("sparse", 14)
+    with torch.no_grad():
+        refiner.A.normal_(0, 0.1)
+    z = torch.randn(batch, 14, requires_grad=True)
+    n = 2000
+    for _ in range(50):
+        (refiner(z).sum() + refiner.penalty()).backward()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        (refiner(z).sum() + refiner.penalty()).backward()
+    t_ref = (time.perf_counter() - t0) / n
+    return {"step_s": t_step, "refiner_s": t_ref, "share_pct": 100 * t_ref / t_step}
+
+
+def run_bench(data: Path | None = None, out: Path | None = None, quick: bool = False) -> pd.DataFrame:
+    """Run every benchmark, print a table, write ``bench.csv`` and ``bench.json`` to ``out``."""
+    cfg = TrainConfig()
+    data = data or data_dir() / "bench"
+    out = out or Path("runs/bench")
+    table = ensure_bench_data(data, patients=60 if quick else 350, size=cfg.image_size)
+    paths = table["path"].tolist()
+    y = table[list(table.attrs["labels"])].to_numpy(dtype=np.float32)
+    aug = Augment(cfg.image_size, cfg.rrc_scale, cfg.hflip, cfg.rotate)
+    cache = UInt8Cache(paths, cfg.image_size, data_dir() / "cache")
+    rows: list[dict[str, Any]] = []
+    workers_list = (0,) if quick else (0, min(2, os.cpu_count() or 1))
+
+    def feed(pipeline: str, workers: int) -> float:
+        ds = CXRImages(paths, y, cfg.image_size, augment=aug, cache=cache if pipeline == "cache" else None)
+        loader = make_loader(ds, cfg.batch_size, shuffle=True, seed=0, workers=workers)
+
+        def one_epoch() -> int:
+            return sum(len(b[0]) for b in loader)
+
+        one_epoch()  # start workers
+        return _timed(one_epoch, repeats=1 if quick else 2)
+
+    for workers in workers_list:
+        rates = {p: feed(p, workers) for p in ("decode", "cache")}
+        for p, r in rates.items():
+            rows.append({"benchmark": "feed (augmented batches)", "setting": f"{p}, {workers} workers",
+                         "images/s": r})
+        rows.append({"benchmark": "feed speed-up cache/decode", "setting": f"{workers} workers",
+                     "images/s": rates["cache"] / rates["decode"]})
+
+    torch.manual_seed(0)
+    model = create_model(cfg.backbone, len(y[0]), refiner="sparse", drop_rate=cfg.drop_rate)
+    mean, std = model.data_config["mean"], model.data_config["std"]
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    loss_fn = create_loss("asl")
+    device = torch.device("cpu")
+    n_train = 64 if quick else 256
+    for pipeline in ("decode", "cache"):
+        ds = CXRImages(paths[:n_train], y[:n_train], cfg.image_size, augment=aug,
+                       cache=cache if pipeline == "cache" else None)
+        loader = make_loader(ds, cfg.batch_size, shuffle=True, seed=0, workers=0)
+
+        def train_epoch(loader: torch.utils.data.DataLoader = loader) -> int:
+            model.train()
+            n = 0
+            for images, t, m in loader:
+                loss = loss_fn(model(to_model_input(images, mean, std, device)), t, m) + model.penalty()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                n += len(images)
+            return n
+
+        def infer_epoch(loader: torch.utils.data.DataLoader = loader) -> int:
+            model.eval()
+            n = 0
+            with torch.no_grad():
+                for images, _, _ in loader:
+                    model(to_model_input(images, mean, std, device))
+                    n += len(images)
+            return n
+
+        rows.append({"benchmark": f"train {cfg.backbone} {cfg.image_size}px bs{cfg.batch_size}",
+                     "setting": f"{pipeline}, cpu, {torch.get_num_threads()} threads", "images/s": _timed(train_epoch)})
+        rows.append({"benchmark": f"inference {cfg.backbone} {cfg.image_size}px",
+                     "setting": f"{pipeline}, cpu", "images/s": _timed(infer_epoch)})
+
+    share = refiner_share(size=128 if quick else 380, batch=2 if quick else 4, repeats=1 if quick else 2)
+    rows.append({"benchmark": "refiner share of a train step, seresnext101_32x4d",
+                 "setting": f"{128 if quick else 380}px, batch {2 if quick else 4}, cpu",
+                 "images/s": float("nan"), "step_s": share["step_s"], "refiner_s": share["refiner_s"],
+                 "share_%": share["share_pct"]})
+    result = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    result.to_csv(out / "bench.csv", index=False)
+    write_json(out / "bench.json", {"results": rows, "quick": quick, **environment("cpu")})
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60, "display.float_format", "{:.4g}".format):
+        print(result.to_string(index=False))
+    return result

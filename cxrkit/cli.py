@@ -1,0 +1,231 @@
+"""``cxrkit`` command line: synth, oracle, folds, train, predict, evaluate, bench.
+
+Options mirror the parameter names used by the parameter files and notebooks (``image_size``
+is ``--image-size``). Relative paths are resolved from the project root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cxrkit.config import ConfigError, TrainConfig, from_dict, load_yaml
+from cxrkit.paths import resolve
+
+
+def _add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--option`` per dataclass field; lists and dicts are given as YAML/JSON strings."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        doc = f"(default: {default!r})"
+        if hints[f.name] is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=doc)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, type=yaml.safe_load, help=doc)
+
+
+def _config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """Parameters: dataclass defaults <- ``--config`` YAML file <- explicit options."""
+    values: dict[str, Any] = load_yaml(args.config) if args.config else {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    return from_dict(cls, values, source=str(args.config or "command line"))
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from cxrkit.phantom.generate import generate
+    from cxrkit.phantom.model import PhantomConfig
+
+    cfg = PhantomConfig(report_noise=not args.no_report_noise, uncertain_rate=args.uncertain_rate)
+    info = generate(resolve(args.out), n_patients=args.patients, size=args.size, seed=args.seed, config=cfg,
+                    workers=args.workers, progress=not args.quiet, overwrite=args.overwrite)
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def cmd_oracle(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cxrkit.phantom.oracle import oracle_auc
+
+    root = resolve(args.data)
+    labels_df, truth = pd.read_csv(root / "train.csv"), pd.read_csv(root / "truth.csv")
+    groups: dict[str, list[str]] = {"all": labels_df["Image_name"].tolist()}
+    if args.split:
+        from cxrkit.splits import load_splits
+
+        splits = load_splits(resolve(args.split))
+        groups = {"test": splits.loc[splits["split"] == "test", "image"].tolist()}
+        for k in sorted(splits.loc[splits["fold"] >= 0, "fold"].unique()):
+            groups[f"fold {k} (val)"] = splits.loc[splits["fold"] == k, "image"].tolist()
+        groups = {k: v for k, v in groups.items() if v}
+    rows = {}
+    for name, images in groups.items():
+        sel_l = labels_df[labels_df["Image_name"].isin(images)]
+        sel_t = truth[truth["Image_name"].isin(images)]
+        joint, joint_macro = oracle_auc(sel_t, sel_l)
+        marg, marg_macro = oracle_auc(sel_t, sel_l, marginal=True)
+        rows[(name, "oracle")] = {**joint.to_dict(), "macro": joint_macro}
+        rows[(name, "marginal oracle")] = {**marg.to_dict(), "macro": marg_macro}
+    table = pd.DataFrame(rows).T
+    with pd.option_context("display.width", 200, "display.max_columns", 40, "display.float_format", "{:.4f}".format):
+        print(table.T if len(table) <= 4 else table[["macro"]])
+    if args.out:
+        table.to_csv(resolve(args.out))
+    return 0
+
+
+def cmd_folds(args: argparse.Namespace) -> int:
+    from cxrkit.datasets import create_dataset, fingerprint
+    from cxrkit.splits import balance_table, check_leakage, make_splits, save_splits
+
+    options = json.loads(args.dataset_options) if args.dataset_options else {}
+    ds = create_dataset(args.dataset, root=resolve(args.data), check_images=False, **options)
+    splits = make_splits(ds.table, ds.labels, n_folds=args.n_folds, test_size=args.test_size, seed=args.seed,
+                         group=args.group)
+    if args.group == "patient":
+        check_leakage(splits)
+    out = resolve(args.out or Path(args.data) / "folds.csv")
+    save_splits(splits, out, {"seed": args.seed, "n_folds": args.n_folds, "test_size": args.test_size,
+                              "group": args.group, "fingerprint": fingerprint(ds.table),
+                              "dataset": args.dataset, "data": str(resolve(args.data))})
+    with __import__("pandas").option_context("display.width", 200, "display.max_columns", 40):
+        print(balance_table(ds.table, splits, ds.labels))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cxrkit.train import train
+
+    cfg = _config_from_args(TrainConfig, args)
+    summary = train(cfg)
+    print(json.dumps({k: v for k, v in summary.items() if k != "val_per_label_auc"}, indent=2, default=str))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from cxrkit.predict import ensemble, write_predictions
+
+    name = f"pred_{args.split}{'' if args.tta else '_notta'}.csv"
+    files = [resolve(r) / name for r in args.runs]
+    df, meta = ensemble(files)
+    out = resolve(args.out)
+    write_predictions(out, df["image"], [c for c in df.columns if c != "image"], df.drop(columns="image").to_numpy(),
+                      {k: v for k, v in meta.items() if k not in ("labels", "n")})
+    print(f"wrote {out} (mean of {len(files)} runs)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cxrkit.evaluate import evaluate_files
+
+    options = json.loads(args.dataset_options) if args.dataset_options else {}
+    report = evaluate_files([resolve(p) for p in args.predictions], data=resolve(args.data), dataset=args.dataset,
+                            dataset_options=options, threshold=args.threshold, n_boot=args.bootstrap,
+                            seed=args.seed)
+    print(report["text"])
+    if args.out:
+        out = resolve(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        report["table"].to_csv(out)
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from cxrkit.bench import run_bench
+
+    run_bench(data=resolve(args.data), out=resolve(args.out), quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``cxrkit`` command."""
+    p = argparse.ArgumentParser(prog="cxrkit", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write the embedded phantom dataset (train.csv, images/, truth.csv)")
+    s.add_argument("--out", default="data/phantom")
+    s.add_argument("--patients", type=int, default=1700)
+    s.add_argument("--size", type=int, default=128)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--uncertain-rate", type=float, default=0.0)
+    s.add_argument("--no-report-noise", action="store_true")
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("oracle", help="exact oracle AUC (joint and marginal) of a phantom dataset")
+    s.add_argument("data", nargs="?", default="data/phantom")
+    s.add_argument("--split", help="folds.csv: report the test split and every validation fold")
+    s.add_argument("--out", help="also write the table as CSV")
+    s.set_defaults(func=cmd_oracle)
+
+    s = sub.add_parser("folds", help="patient-grouped MIS test split and K folds -> folds.csv")
+    s.add_argument("--data", default="data/phantom")
+    s.add_argument("--dataset", default="gxs")
+    s.add_argument("--dataset-options", help="JSON object of loader options")
+    s.add_argument("--n-folds", type=int, default=3)
+    s.add_argument("--test-size", type=float, default=0.2)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--group", choices=("patient", "image"), default="patient")
+    s.add_argument("--out", help="default: DATA/folds.csv")
+    s.set_defaults(func=cmd_folds)
+
+    s = sub.add_parser("train", help="train one fold of one refiner variant")
+    s.add_argument("--config", help="YAML parameter file (options given here override it)")
+    _add_config_options(s, TrainConfig)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("predict", help="fold ensemble: average the saved predictions of several runs")
+    s.add_argument("runs", nargs="+", help="run folders (one per fold)")
+    s.add_argument("--split", choices=("val", "test"), default="test")
+    s.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("evaluate", help="metrics of one prediction file, or the paired difference of two")
+    s.add_argument("predictions", nargs="+", help="one file, or two (baseline first) for a paired comparison")
+    s.add_argument("--data", default="data/phantom")
+    s.add_argument("--dataset", default="gxs")
+    s.add_argument("--dataset-options", help="JSON object of loader options")
+    s.add_argument("--threshold", type=float, default=0.5)
+    s.add_argument("--bootstrap", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="write the table as CSV")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("bench", help="throughput of the input pipeline, training and the refiner")
+    s.add_argument("--data", default="data/bench")
+    s.add_argument("--out", default="runs/bench")
+    s.add_argument("--quick", action="store_true", help="fewer repetitions (for tests)")
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; errors in the input are printed as one line, exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"cxrkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # DataError, LeakageError, PredictionMismatch, ...
+        print(f"cxrkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

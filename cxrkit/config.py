@@ -1,0 +1,183 @@
+"""Typed, strict run parameters.
+
+Every parameter a run accepts is a field of a dataclass here. Parameter files (YAML), command
+line options and notebook parameters all go through :func:`from_dict`, which refuses unknown or
+misspelled keys and values of the wrong type *before* anything runs, naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A parameter file or option is invalid (unknown key, wrong type, bad value)."""
+
+
+@dataclass
+class TrainConfig:
+    """Parameters of one training run (one fold, one refiner). Defaults are the paper's (III.C-E).
+
+    Paths are resolved from the project root (:mod:`cxrkit.paths`), not from the cwd.
+    """
+
+    # data
+    data: str = "data/phantom"  #: dataset root folder
+    dataset: str = "gxs"  #: loader name: gxs | chexpert | nih | mimic
+    dataset_options: dict = field(default_factory=dict)  #: extra loader options (e.g. uncertain policy)
+    labels: list | None = None  #: label subset (default: the dataset's labels)
+    splits: str = "data/phantom/folds.csv"  #: folds.csv written by `cxrkit folds`
+    fold: int = 0  #: validation fold index
+    on_bad_image: str = "error"  #: error | exclude (writes excluded_images.csv next to the run)
+    # model
+    backbone: str = "seresnext101_32x4d"
+    pretrained: str | None = None  #: local weight file (no hub access)
+    drop_rate: float = 0.4
+    refiner: str = "sparse"  #: none | sparse
+    alpha: float = 0.3  #: coupling strength of the sparse refiner
+    l1_lambda: float = 1e-3  #: L1 weight on off-diagonal couplings
+    # loss
+    loss: str = "asl"  #: asl | bce
+    gamma_pos: float = 0.0
+    gamma_neg: float = 4.0
+    clip: float = 0.05
+    # optimisation
+    image_size: int = 380
+    batch_size: int = 24
+    eval_batch_size: int = 48
+    epochs: int = 3
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    grad_clip: float = 1.0
+    amp: str = "auto"  #: auto (fp16 on cuda, off on cpu) | fp16 | bf16 | off
+    ema_decay: float = 0.999  #: 0 disables EMA
+    ema_warmup: bool = True  #: timm ModelEmaV3 warm-up (short runs would otherwise keep the init)
+    patience: int = 3  #: early stopping on validation macro AUC
+    max_nonfinite: int = 20  #: skipped non-finite steps tolerated before the run stops
+    # augmentation (train only)
+    rrc_scale: list = field(default_factory=lambda: [0.84, 1.0])
+    hflip: float = 0.5
+    rotate: float = 10.0
+    color_jitter: float = 0.0  #: brightness/contrast jitter amplitude (0 = off)
+    # inference
+    tta: bool = True  #: horizontal-flip TTA for the saved predictions
+    # runtime
+    cache: bool = True  #: pre-resized uint8 cache instead of decoding every epoch
+    workers: int = 0  #: DataLoader worker processes
+    device: str = "auto"  #: auto | cpu | cuda | cuda:N | mps
+    seed: int = 0
+    out: str = "runs/train"  #: run folder (checkpoints, predictions, provenance)
+    progress: bool = True
+
+    def validate(self) -> TrainConfig:
+        """Check value ranges and choices; return self."""
+        choices = {
+            "on_bad_image": ("error", "exclude"),
+            "amp": ("auto", "fp16", "bf16", "off"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key}: {getattr(self, key)!r} is not one of {allowed}")
+        positive = ("image_size", "batch_size", "eval_batch_size", "epochs", "lr")
+        for key in positive:
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{key}: must be > 0, got {getattr(self, key)!r}")
+        for key in ("weight_decay", "l1_lambda", "grad_clip", "warmup_epochs", "patience", "workers"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}: must be >= 0, got {getattr(self, key)!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay!r}")
+        if not 0 <= self.hflip <= 1:
+            raise ConfigError(f"hflip: must be in [0, 1], got {self.hflip!r}")
+        if len(self.rrc_scale) != 2 or not 0 < self.rrc_scale[0] <= self.rrc_scale[1] <= 1:
+            raise ConfigError(f"rrc_scale: need [low, high] with 0 < low <= high <= 1, got {self.rrc_scale!r}")
+        if self.fold < 0:
+            raise ConfigError(f"fold: must be >= 0, got {self.fold}")
+        return self
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` fits a (simple) type annotation; ints are accepted for floats."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None) or annotation is None:
+        return value is None
+    if annotation is Any:
+        return True
+    base = origin or annotation
+    if base is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if base is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base is bool:
+        return isinstance(value, bool)
+    if base is list:
+        return isinstance(value, (list, tuple))
+    return isinstance(value, base)
+
+
+def _type_name(annotation: Any) -> str:
+    return str(annotation).replace("typing.", "") if not isinstance(annotation, type) else annotation.__name__
+
+
+def from_dict(cls: type[T], values: dict[str, Any], *, source: str = "parameters") -> T:
+    """Build dataclass ``cls`` from ``values``, refusing unknown keys and wrong types.
+
+    Args:
+        cls: A dataclass type such as :class:`TrainConfig`.
+        values: Key/value pairs (e.g. a parsed YAML file).
+        source: Where the values come from, used in error messages (a file path).
+
+    Raises:
+        ConfigError: naming the offending key, its value and, for typos, the closest known key.
+    """
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key, value in values.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{source}: unknown parameter {key!r}{hint}")
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(
+                f"{source}: parameter {key!r} must be {_type_name(hints[key])}, "
+                f"got {value!r} ({type(value).__name__})"
+            )
+    obj = cls(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()})
+    if hasattr(obj, "validate"):
+        try:
+            obj.validate()
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return obj
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameter file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of parameters, got {type(data).__name__}")
+    return data
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain-dict view of a config dataclass (for dumping next to outputs)."""
+    return dataclasses.asdict(obj)

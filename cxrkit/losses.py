@@ -1,0 +1,230 @@
+"""Supervised multilabel losses with masks for unknown labels.
+
+Every loss is called as ``loss(logits, targets, mask=None) -> scalar`` with ``logits`` and
+``targets`` of shape ``(B, L)``, targets 0/1 (NaN allowed where unknown) and ``mask`` 1/True where
+the label is known. An entry is used only where ``mask`` is 1 AND the target is not NaN; other
+entries contribute nothing to the loss or its gradient.
+
+Reduction (all losses): **sum over the known labels of an image, mean over the B images of the
+batch** -- the per-element losses are summed and divided by ``B``, the number of images,
+including images whose labels are all unknown. This is the official ASL's ``-loss.sum()``
+divided by the batch size, so gradient magnitudes (hence gradient clipping and the refiner's L1
+strength) do not depend on the batch size.
+
+Losses are computed in float32 whatever the logits' dtype (safe under AMP).
+
+Registry: :data:`LOSSES`, :func:`register_loss`, :func:`create_loss` (``"asl"``, ``"bce"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "LOSSES",
+    "AsymmetricLoss",
+    "MultilabelLoss",
+    "WeightedBCE",
+    "create_loss",
+    "pos_weight_from_labels",
+    "register_loss",
+]
+
+
+class MultilabelLoss(nn.Module):
+    """Base class: masking, float32 casting and the reduction; subclasses give per-element losses."""
+
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Per-element loss ``(B, L)`` for float32 ``logits`` and finite 0/1 ``targets``."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_train_labels(cls, train_labels: np.ndarray | None, **kwargs: Any) -> MultilabelLoss:
+        """Build the loss, using the training fold's ``(N, L)`` labels if it needs them (default: not)."""
+        return cls(**kwargs)
+
+    def forward(self, logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Return the loss summed over known labels and averaged over the ``B`` images.
+
+        Args:
+            logits: ``(B, L)`` logits.
+            targets: ``(B, L)`` 0/1 targets; NaN marks an unknown label.
+            mask: ``(B, L)`` bool/float, 1 = known; None = every non-NaN target is known.
+        """
+        if logits.ndim != 2 or logits.shape != targets.shape:
+            raise ValueError(
+                f"logits and targets must both be (B, L), got {tuple(logits.shape)} and {tuple(targets.shape)}"
+            )
+        targets = targets.float()
+        known = ~torch.isnan(targets)
+        if mask is not None:
+            known = known & mask.bool()
+        targets = torch.where(known, targets, torch.zeros_like(targets))
+        per_element = self.elementwise(logits.float(), targets)
+        return (
+            torch.where(known, per_element, torch.zeros_like(per_element)).sum() / logits.shape[0]
+        )
+
+
+#: Registry of loss classes by name.
+LOSSES: dict[str, type[MultilabelLoss]] = {}
+
+_L = TypeVar("_L", bound=type[MultilabelLoss])
+
+
+def register_loss(name: str) -> Callable[[_L], _L]:
+    """Class decorator registering a :class:`MultilabelLoss` subclass under ``name``.
+
+    Raises:
+        ValueError: if ``name`` is already registered.
+    """
+
+    def decorator(cls: _L) -> _L:
+        if name in LOSSES:
+            raise ValueError(f"loss {name!r} is already registered ({LOSSES[name].__name__})")
+        LOSSES[name] = cls
+        return cls
+
+    return decorator
+
+
+def create_loss(name: str, train_labels: np.ndarray | None = None, **kwargs: Any) -> MultilabelLoss:
+    """Instantiate the loss registered as ``name``.
+
+    Args:
+        name: Registry name (see :data:`LOSSES`).
+        train_labels: The training fold's ``(N, L)`` labels (NaN = unknown), for losses that
+            derive weights from them (``"bce"``); ignored by the others.
+        **kwargs: Passed to the loss's constructor.
+
+    Raises:
+        ValueError: for an unknown name (listing the known ones), or missing ``train_labels``
+            where the loss needs them.
+    """
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known: {sorted(LOSSES)}")
+    return LOSSES[name].from_train_labels(train_labels, **kwargs)
+
+
+@register_loss("asl")
+class AsymmetricLoss(MultilabelLoss):
+    """Asymmetric Loss (Ridnik et al., ICCV 2021), as the official ``AsymmetricLoss``.
+
+    With ``p = sigmoid(logit)`` and the shifted probability ``p_m = max(p - clip, 0)``::
+
+        positive: -(1 - p) ** gamma_pos * log(max(p, eps))
+        negative: -p_m ** gamma_neg * log(max(1 - p_m, eps))
+
+    The focusing weights ``(1 - p) ** gamma_pos`` / ``p_m ** gamma_neg`` are computed without
+    gradient (the official ``disable_torch_grad_focal_loss=True``). Reduction: sum over known
+    labels, divided by the number of images ``B`` (see the module docstring).
+
+    Args:
+        gamma_pos: Focusing exponent on positives.
+        gamma_neg: Focusing exponent on negatives.
+        clip: Probability shift on negatives (0 disables it).
+        eps: Lower clamp inside the logarithms.
+    """
+
+    def __init__(
+        self, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05, eps: float = 1e-8
+    ) -> None:
+        super().__init__()
+        self.gamma_pos = gamma_pos
+        self.gamma_neg = gamma_neg
+        self.clip = clip
+        self.eps = eps
+
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Per-element ASL."""
+        p = torch.sigmoid(logits)
+        p_neg = (1 - p + self.clip).clamp(max=1)  # 1 - p_m
+        loss = targets * torch.log(p.clamp(min=self.eps)) + (1 - targets) * torch.log(
+            p_neg.clamp(min=self.eps)
+        )
+        with torch.no_grad():
+            pt = p * targets + p_neg * (1 - targets)
+            gamma = self.gamma_pos * targets + self.gamma_neg * (1 - targets)
+            weight = torch.pow(1 - pt, gamma)
+        return -loss * weight
+
+    def extra_repr(self) -> str:
+        return f"gamma_pos={self.gamma_pos}, gamma_neg={self.gamma_neg}, clip={self.clip}, eps={self.eps}"
+
+
+def pos_weight_from_labels(
+    train_labels: np.ndarray, min_weight: float = 1.0, max_weight: float = 10.0
+) -> Tensor:
+    """Per-label ``pos_weight = n_neg / n_pos`` from training labels, clipped to ``[min, max]``.
+
+    Unknown (NaN) entries are not counted. A label with no positive gets ``max_weight``.
+
+    Args:
+        train_labels: ``(N, L)`` array of 0/1 with NaN for unknown.
+        min_weight: Lower clip (paper: 1).
+        max_weight: Upper clip (paper: 10).
+
+    Returns:
+        float32 tensor of shape ``(L,)``.
+
+    Raises:
+        ValueError: if the array is not 2-D or holds values other than 0, 1 and NaN.
+    """
+    labels = np.asarray(train_labels, dtype=float)
+    if labels.ndim != 2:
+        raise ValueError(f"train_labels must be (N, L), got shape {labels.shape}")
+    known = labels[~np.isnan(labels)]
+    if not np.isin(known, (0.0, 1.0)).all():
+        raise ValueError(
+            f"train_labels must hold 0, 1 or NaN, found {np.unique(known)[:10].tolist()}"
+        )
+    n_pos = (labels == 1).sum(axis=0)
+    n_neg = (labels == 0).sum(axis=0)
+    ratio = np.divide(n_neg, n_pos, out=np.full(labels.shape[1], max_weight), where=n_pos > 0)
+    return torch.as_tensor(np.clip(ratio, min_weight, max_weight), dtype=torch.float32)
+
+
+@register_loss("bce")
+class WeightedBCE(MultilabelLoss):
+    """Binary cross-entropy with logits and a per-label ``pos_weight`` on the positive term.
+
+    Reduction: sum over known labels, divided by the number of images ``B`` (see the module
+    docstring), i.e. ``BCEWithLogitsLoss(pos_weight=..., reduction="sum") / B`` without a mask.
+
+    Args:
+        pos_weight: ``(L,)`` weights of the positive terms (a buffer: moves with ``.to()``).
+    """
+
+    def __init__(self, pos_weight: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("pos_weight", torch.as_tensor(pos_weight, dtype=torch.float32))
+
+    @classmethod
+    def from_train_labels(
+        cls,
+        train_labels: np.ndarray | None,
+        min_weight: float = 1.0,
+        max_weight: float = 10.0,
+    ) -> WeightedBCE:
+        """Build with :func:`pos_weight_from_labels` on the training fold's labels.
+
+        Raises:
+            ValueError: if ``train_labels`` is None.
+        """
+        if train_labels is None:
+            raise ValueError(
+                "loss 'bce' needs train_labels (the training fold's labels) for pos_weight"
+            )
+        return cls(pos_weight_from_labels(train_labels, min_weight, max_weight))
+
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Per-element weighted BCE."""
+        return F.binary_cross_entropy_with_logits(
+            logits, targets, pos_weight=self.pos_weight, reduction="none"
+        )

@@ -1,0 +1,149 @@
+"""Figures of the study (matplotlib/seaborn). Each function returns a Figure; the notebook saves it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg") if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline") else None
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from cxrkit.datasets import load_image  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def prevalence_bars(prev: pd.DataFrame, title: str = "Positive cases per label") -> plt.Figure:
+    """Paper Fig. 2: number of positives per label, sorted."""
+    p = prev.sort_values("positives", ascending=True)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.barh(p.index, p["positives"], color=sns.color_palette("crest", len(p)))
+    for i, (n, r) in enumerate(zip(p["positives"], p["prevalence"])):
+        ax.text(n, i, f" {n} ({r:.1%})", va="center", fontsize=8)
+    ax.set_xlabel("positive images")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(table: pd.DataFrame, labels: Sequence[str], n: int = 12, seed: int = 0, size: int = 192,
+               cols: int = 4) -> plt.Figure:
+    """Paper Fig. 3: sample images with their positive labels (and view)."""
+    rows = table.sample(n=min(n, len(table)), random_state=seed)
+    nrows = int(np.ceil(len(rows) / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(3 * cols, 3.4 * nrows))
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    for ax, (_, r) in zip(np.ravel(axes), rows.iterrows()):
+        ax.imshow(load_image(r["path"], size), cmap="gray", vmin=0, vmax=255)
+        pos = [lab for lab in labels if r[lab] == 1]
+        ax.set_title(f"{r['image']} ({r['view']})\n" + "\n".join(pos[:4]) + ("\n..." if len(pos) > 4 else ""),
+                     fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap(df: pd.DataFrame, title: str, center: float | None = 0.0, cmap: str = "vlag", fmt: str = ".2f",
+            annot: bool = True, vmin: float | None = None, vmax: float | None = None, ax: plt.Axes | None = None) -> plt.Figure:
+    """A labelled square heatmap (correlations, conditional probabilities, couplings)."""
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(9, 7.5))
+    else:
+        fig = ax.figure
+    data = df.replace([np.inf, -np.inf], np.nan)
+    sns.heatmap(data, ax=ax, cmap=cmap, center=center, annot=annot, fmt=fmt, annot_kws={"fontsize": 6},
+                vmin=vmin, vmax=vmax, square=True, cbar_kws={"shrink": 0.7})
+    ax.set_title(title)
+    if own:
+        fig.tight_layout()
+    return fig
+
+
+def side_by_side(mats: Mapping[str, pd.DataFrame], title: str, center: float = 0.0, cmap: str = "vlag") -> plt.Figure:
+    """Several matrices with one shared, symmetric colour scale."""
+    vmax = max(float(np.nanmax(np.abs(m.replace([np.inf, -np.inf], np.nan).to_numpy()))) for m in mats.values()) or 1.0
+    fig, axes = plt.subplots(1, len(mats), figsize=(8 * len(mats), 7))
+    for ax, (name, m) in zip(np.atleast_1d(axes), mats.items()):
+        heatmap(m, name, center=center, cmap=cmap, annot=False, vmin=-vmax, vmax=vmax, ax=ax)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(histories: Mapping[str, pd.DataFrame]) -> plt.Figure:
+    """Train/validation loss and validation macro AUC per epoch, one line per run."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name, h in histories.items():
+        axes[0].plot(h["epoch"], h["train_loss"], marker="o", label=name)
+        axes[1].plot(h["epoch"], h["val_loss"], marker="o", label=name)
+        axes[2].plot(h["epoch"], h["val_macro_auc"], marker="o", label=name)
+    for ax, t in zip(axes, ("train loss", "validation loss", "validation macro AUC")):
+        ax.set_xlabel("epoch")
+        ax.set_title(t)
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def per_label_bars(df: pd.DataFrame, title: str, xlabel: str = "") -> plt.Figure:
+    """Grouped horizontal bars: one row per label, one bar per column of ``df``."""
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(df) * max(1, len(df.columns)) / 1.5 + 1.5))
+    df.plot.barh(ax=ax, width=0.8)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+
+def probability_histograms(probs: np.ndarray, y: np.ndarray, labels: Sequence[str], bins: int = 25) -> plt.Figure:
+    """Paper Fig. 8: per-label histograms of predicted probabilities, split by the true label."""
+    cols = 4
+    nrows = int(np.ceil(len(labels) / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(14, 2.6 * nrows), sharex=True)
+    for ax in np.ravel(axes)[len(labels):]:
+        ax.axis("off")
+    edges = np.linspace(0, 1, bins + 1)
+    for j, (ax, lab) in enumerate(zip(np.ravel(axes), labels)):
+        for val, color, name in ((0, "tab:blue", "negative"), (1, "tab:red", "positive")):
+            sel = y[:, j] == val
+            ax.hist(probs[sel, j], bins=edges, alpha=0.6, color=color, label=name)
+        ax.set_title(lab, fontsize=9)
+        ax.set_yscale("log")
+    np.ravel(axes)[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def forest(df: pd.DataFrame, estimate: str, low: str, high: str, title: str, ref: float | None = None) -> plt.Figure:
+    """Point estimates with confidence intervals, one row per index entry."""
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(df) + 1.5))
+    y = np.arange(len(df))
+    ax.errorbar(df[estimate], y, xerr=[df[estimate] - df[low], df[high] - df[estimate]], fmt="o", capsize=4)
+    if ref is not None:
+        ax.axvline(ref, color="k", lw=0.8, ls="--")
+    ax.set_yticks(y, df.index)
+    ax.invert_yaxis()
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def scatter_labels(x: pd.Series, y: pd.Series, xlabel: str, ylabel: str, title: str) -> plt.Figure:
+    """A labelled scatter (e.g. per-label gain vs mean top-3 conditional probability)."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.scatter(x, y)
+    for lab in x.index:
+        ax.annotate(lab, (x[lab], y[lab]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

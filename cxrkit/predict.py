@@ -1,0 +1,104 @@
+"""Inference: flip TTA, saved prediction files with their metadata, fold ensembles."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxrkit.pipeline import to_model_input
+from cxrkit.provenance import atomic_write
+
+
+class PredictionMismatch(ValueError):
+    """Prediction files that cannot be combined or compared (other data, folds or labels)."""
+
+
+def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """The autocast context for ``amp`` in auto|fp16|bf16|off on ``device``."""
+    dtype = resolve_amp(device, amp)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def resolve_amp(device: torch.device, amp: str) -> torch.dtype | None:
+    """Autocast dtype: ``auto`` is fp16 on CUDA and MPS and off on CPU (bf16 on request)."""
+    table = {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}
+    if amp == "auto":
+        return torch.float16 if device.type in ("cuda", "mps") else None
+    return table[amp]
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, loader: torch.utils.data.DataLoader, device: torch.device, *,
+                  mean: Sequence[float], std: Sequence[float], amp: str = "auto", tta: bool = False,
+                  progress: bool = False) -> np.ndarray:
+    """Sigmoid probabilities ``(N, L)`` in loader order; with ``tta`` the mean of the image's and
+    its horizontal flip's probabilities (the paper's flip TTA averages probabilities)."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    out = []
+    for images, _, _ in tqdm(loader, disable=not progress, desc="predict", leave=False):
+        x = to_model_input(images, mean, std, device, channels_last=device.type == "cuda")
+        with autocast_context(device, amp):
+            p = torch.sigmoid(model(x).float())
+            if tta:
+                p = 0.5 * (p + torch.sigmoid(model(torch.flip(x, dims=[3])).float()))
+        out.append(p.float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def write_predictions(path: str | Path, images: Sequence[str], labels: Sequence[str], probs: np.ndarray,
+                      meta: dict[str, Any]) -> Path:
+    """Write ``image`` + one probability column per label as CSV, and ``<path>.json`` with ``meta``.
+
+    ``meta`` should hold at least ``data_fingerprint``, ``split``, ``fold``, ``variant``, ``tta``.
+    """
+    path = Path(path)
+    df = pd.DataFrame(np.asarray(probs, dtype=np.float64), columns=list(labels))
+    df.insert(0, "image", list(images))
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.6f"))
+    meta = {**meta, "labels": list(labels), "n": len(df)}
+    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    return path
+
+
+def read_predictions(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read a prediction CSV and its metadata sidecar."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prediction file not found: {path}")
+    meta_file = path.with_suffix(".json")
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    return pd.read_csv(path), meta
+
+
+def check_compatible(metas: Sequence[dict[str, Any]], names: Sequence[str], *, same_fold: bool = True) -> None:
+    """Refuse to combine predictions made on different data, splits, labels or (optionally) folds."""
+    keys = ["data_fingerprint", "splits_fingerprint", "labels", "split"] + (["fold"] if same_fold else [])
+    for key in keys:
+        values = {json.dumps(m.get(key), sort_keys=True) for m in metas}
+        if len(values) > 1:
+            detail = ", ".join(f"{n}: {m.get(key)!r}" for n, m in zip(names, metas))
+            raise PredictionMismatch(f"predictions differ in {key!r} and cannot be compared: {detail}")
+
+
+def ensemble(paths: Sequence[str | Path]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Average the probabilities of several prediction files (e.g. one per fold) image by image."""
+    frames, metas = zip(*(read_predictions(p) for p in paths))
+    check_compatible(metas, [str(p) for p in paths], same_fold=False)
+    base = frames[0].set_index("image")
+    for p, f in zip(paths[1:], frames[1:]):
+        if set(f["image"]) != set(base.index):
+            raise PredictionMismatch(f"{p} predicts other images than {paths[0]}")
+    mean = sum(f.set_index("image").loc[base.index] for f in frames) / len(frames)
+    meta = {**metas[0], "fold": "ensemble", "members": [str(p) for p in paths]}
+    return mean.reset_index(), meta

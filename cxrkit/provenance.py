@@ -1,0 +1,116 @@
+"""What every run records next to its outputs: parameters, code version, environment.
+
+Also the atomic file writes used for checkpoints and results, so that a crash while saving
+never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from cxrkit.paths import project_root
+
+PACKAGES = (
+    "cxrkit", "torch", "torchvision", "timm", "numpy", "pandas", "scikit-learn",
+    "iterative-stratification", "pillow", "papermill",
+)
+
+
+def git_revision(root: Path | None = None) -> dict[str, Any]:
+    """The git commit of the project and whether the work tree has uncommitted changes."""
+    root = root or project_root()
+
+    def run(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    rev = run("rev-parse", "HEAD")
+    status = run("status", "--porcelain", "--untracked-files=no")
+    return {"commit": rev, "dirty": None if status is None else bool(status)}
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a result depends on."""
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_info(device: str | None = None) -> dict[str, Any]:
+    """The compute device in words (GPU name and count when CUDA is present)."""
+    info: dict[str, Any] = {"device": device, "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["cuda"] = torch.version.cuda
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return info
+
+
+def environment(device: str | None = None) -> dict[str, Any]:
+    """Code version and environment of this process."""
+    return {
+        "git": git_revision(),
+        "python": sys.version.split()[0],
+        "packages": package_versions(),
+        "host": device_info(device),
+        "argv": sys.argv,
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def atomic_write(path: str | Path, writer: Callable[[str], None]) -> Path:
+    """Write via ``writer(tmp_path)`` to a temporary file in the same folder, then rename.
+
+    The rename is atomic on POSIX, so ``path`` is either the old complete file or the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Atomically write ``data`` as indented JSON (non-JSON values via ``str``)."""
+    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_run_record(out_dir: str | Path, params: dict[str, Any], *, device: str | None = None,
+                     extra: dict[str, Any] | None = None, name: str = "provenance.json") -> Path:
+    """Write ``params.json`` and ``provenance.json`` (code version, packages, device) into a run folder."""
+    out_dir = Path(out_dir)
+    write_json(out_dir / "params.json", params)
+    record = {"params": params, **environment(device), **(extra or {})}
+    return write_json(out_dir / name, record)

@@ -1,0 +1,355 @@
+"""Training of one fold and one refiner (paper III.C-E), resumable and deterministic on CPU.
+
+A run folder holds: ``params.json`` and ``provenance.json`` (parameters, git revision, package
+versions, device, data fingerprint), ``history.csv`` (one row per epoch), ``last.pt`` (written
+atomically after every epoch; an interrupted run resumes from it), ``best.pt`` (EMA weights of
+the epoch with the best validation macro AUC), ``pred_val.csv`` / ``pred_test.csv`` (with flip
+TTA) and ``*_notta.csv`` (without), ``coupling.csv`` (learned matrix, when the refiner has one)
+and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxrkit.config import ConfigError, TrainConfig, to_dict
+from cxrkit.datasets import create_dataset, fingerprint, label_matrix
+from cxrkit.losses import create_loss
+from cxrkit.metrics import macro_auc, per_label_auc
+from cxrkit.models import create_model
+from cxrkit.paths import data_dir, resolve
+from cxrkit.pipeline import Augment, CXRImages, UInt8Cache, make_loader, to_model_input
+from cxrkit.predict import autocast_context, predict_probs, resolve_amp, write_predictions
+from cxrkit.provenance import atomic_write, write_json, write_run_record
+from cxrkit.splits import fold_indices, load_splits, test_indices
+
+#: Parameters that may change between an interrupted run and its resumption.
+RESUMABLE_CHANGES = {"progress", "workers", "device", "out"}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (too many non-finite losses, incompatible checkpoint, ...)."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def file_digest(path: str | Path) -> str:
+    """Short sha256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def cosine_with_warmup(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """LR factor per optimiser step: linear warm-up, then 0.5 (1 + cos(pi progress)) (paper III.E)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+@dataclass
+class FoldData:
+    """The dataset table, its labels and the fold's row indices."""
+
+    table: pd.DataFrame
+    labels: list[str]
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    test_idx: np.ndarray
+    data_fingerprint: str
+    splits_fingerprint: str
+
+
+def load_fold(cfg: TrainConfig, report_dir: Path) -> FoldData:
+    """Load and validate the dataset and the splits; every data error is raised here, before training."""
+    root = resolve(cfg.data)
+    ds = create_dataset(cfg.dataset, root=root, labels=cfg.labels, on_bad_image=cfg.on_bad_image,
+                        report_dir=report_dir, **cfg.dataset_options)
+    splits_path = resolve(cfg.splits)
+    if not splits_path.is_file():
+        raise FileNotFoundError(f"splits file not found: {splits_path} (make it with `cxrkit folds`)")
+    table = ds.table
+    splits = load_splits(splits_path, table if cfg.on_bad_image == "error" else None)
+    made_for = splits.attrs.get("fingerprint")
+    if cfg.on_bad_image == "error" and made_for not in (None, fingerprint(table)):
+        raise ConfigError(f"{splits_path} was made for other data (fingerprint {made_for}, the data at {root} "
+                          f"has {fingerprint(table)}); run `cxrkit folds` again")
+    excluded = set(getattr(ds, "excluded", pd.DataFrame(columns=["image"]))["image"]) if cfg.on_bad_image == "exclude" else set()
+    splits = splits[~splits["image"].isin(excluded)]
+    missing = set(table["image"]) - set(splits["image"])
+    if missing:
+        raise ConfigError(f"{splits_path}: {len(missing)} images of the dataset have no split, "
+                          f"e.g. {sorted(missing)[:5]}")
+    splits = splits.set_index("image").loc[table["image"]].reset_index()
+    train_idx, val_idx = fold_indices(splits, cfg.fold)
+    return FoldData(table, ds.labels, np.asarray(train_idx), np.asarray(val_idx), np.asarray(test_indices(splits)),
+                    fingerprint(table), file_digest(splits_path))
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no decay on biases, norm weights and the refiner's coupling matrix (paper III.E)."""
+    skip = model.no_weight_decay()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _comparable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in RESUMABLE_CHANGES}
+
+
+def _save(path: Path, obj: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> dict[str, Any]:
+    """Train one fold of one refiner variant, resuming from ``out/last.pt`` when present.
+
+    Args:
+        cfg: Run parameters.
+        fault_hook: Test hook ``(global_step, loss) -> loss`` applied to every training loss
+            (used to inject non-finite values).
+
+    Returns:
+        Summary with the best epoch, best validation macro AUC and output paths.
+    """
+    cfg.validate()
+    t_start = time.time()
+    out = resolve(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    params = to_dict(cfg)
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    state = torch.load(last_path, map_location="cpu", weights_only=False) if last_path.is_file() else None
+    if state is not None and _comparable(state["params"]) != _comparable(params):
+        diff = {k: (state["params"].get(k), v) for k, v in _comparable(params).items()
+                if state["params"].get(k) != v}
+        raise TrainingError(f"{last_path} was written with other parameters {diff} (old, new); "
+                            f"use another --out or delete the folder to start over")
+
+    data = load_fold(cfg, out)
+    device = pick_device(cfg.device)
+    write_run_record(out, params, device=str(device), extra={
+        "data_fingerprint": data.data_fingerprint, "splits_fingerprint": data.splits_fingerprint,
+        "n_train": len(data.train_idx), "n_val": len(data.val_idx), "n_test": len(data.test_idx),
+        "resumed_from_epoch": state["epoch"] if state else None})
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    y = label_matrix(data.table).astype(np.float32)
+    model = create_model(cfg.backbone, len(data.labels), refiner=cfg.refiner, pretrained=cfg.pretrained,
+                         drop_rate=cfg.drop_rate,
+                         refiner_kwargs={"alpha": cfg.alpha, "lam": cfg.l1_lambda} if cfg.refiner != "none" else {})
+    model.fit_prior(y[data.train_idx])
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    mean, std = model.data_config["mean"], model.data_config["std"]
+    criterion = create_loss(cfg.loss, train_labels=y[data.train_idx],
+                            **({"gamma_pos": cfg.gamma_pos, "gamma_neg": cfg.gamma_neg, "clip": cfg.clip}
+                               if cfg.loss == "asl" else {})).to(device)
+
+    paths = data.table["path"].tolist()
+    cache = UInt8Cache(paths, cfg.image_size, data_dir() / "cache", progress=cfg.progress) if cfg.cache else None
+
+    def subset(idx: np.ndarray, augment: Augment | None) -> CXRImages:
+        c = None
+        if cache is not None:
+            c = _Indexed(cache, idx)
+        return CXRImages([paths[i] for i in idx], y[idx], cfg.image_size, augment=augment, cache=c, seed=cfg.seed)
+
+    aug = Augment(cfg.image_size, cfg.rrc_scale, cfg.hflip, cfg.rotate, cfg.color_jitter)
+    pin = device.type == "cuda"
+    train_loader = make_loader(subset(data.train_idx, aug), cfg.batch_size, shuffle=True, seed=cfg.seed,
+                               workers=cfg.workers, drop_last=len(data.train_idx) > cfg.batch_size, pin_memory=pin)
+    val_loader = make_loader(subset(data.val_idx, None), cfg.eval_batch_size, shuffle=False, seed=cfg.seed,
+                             workers=cfg.workers, pin_memory=pin)
+
+    steps_per_epoch = len(train_loader)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(
+        max(1, round(cfg.warmup_epochs * steps_per_epoch)), cfg.epochs * steps_per_epoch))
+    amp_dtype = resolve_amp(device, cfg.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16 and device.type == "cuda")
+    ema = None
+    if cfg.ema_decay > 0:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup)
+    eval_model = ema.module if ema is not None else model
+
+    history: list[dict[str, Any]] = []
+    best = {"epoch": -1, "val_macro_auc": -math.inf}
+    bad_epochs = nonfinite = start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
+        nonfinite, start_epoch = state["nonfinite"], state["epoch"]
+    done = bool(state and state.get("done"))
+
+    from tqdm.auto import tqdm
+
+    epoch = start_epoch
+    while not done and epoch < cfg.epochs:
+        t0 = time.time()
+        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout etc.: a function of (seed, epoch) -> resumable
+        train_loader.sampler.set_epoch(epoch)
+        model.train()
+        losses, skipped = [], 0
+        bar = tqdm(train_loader, disable=not cfg.progress, desc=f"fold {cfg.fold} epoch {epoch + 1}/{cfg.epochs}",
+                   leave=False)
+        for images, target, mask in bar:
+            step = epoch * steps_per_epoch + len(losses) + skipped
+            x = to_model_input(images, mean, std, device, channels_last=device.type == "cuda")
+            target, mask = target.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+            with autocast_context(device, cfg.amp):
+                logits = model(x)
+            loss = criterion(logits.float(), target, mask) + model.penalty()
+            if fault_hook is not None:
+                loss = fault_hook(step, loss)
+            optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                skipped += 1
+                nonfinite += 1
+                if nonfinite > cfg.max_nonfinite:
+                    raise TrainingError(f"{nonfinite} non-finite losses (limit max_nonfinite={cfg.max_nonfinite}); "
+                                        f"last at epoch {epoch + 1}, step {step}; the run is stopped")
+                continue
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if ema is not None:
+                ema.update(model, step=step)
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        bar.close()
+
+        val_probs = predict_probs(eval_model, val_loader, device, mean=mean, std=std, amp=cfg.amp)
+        y_val = y[data.val_idx]
+        val_auc = macro_auc(y_val, val_probs)
+        coupling = eval_model.coupling()
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+               "val_loss": _val_loss(criterion, val_probs, y_val, device), "val_macro_auc": val_auc,
+               "lr": optimizer.param_groups[0]["lr"], "nonfinite_skipped": skipped,
+               "coupling_nonzero": float(np.mean(np.abs(_offdiag(coupling)) > 1e-3)) if coupling is not None else float("nan"),
+               "seconds": time.time() - t0}
+        history.append(row)
+        epoch += 1
+        if val_auc > best["val_macro_auc"]:
+            best = {"epoch": epoch, "val_macro_auc": val_auc}
+            bad_epochs = 0
+            _save(best_path, {"model": eval_model.state_dict(), "epoch": epoch, "val_macro_auc": val_auc,
+                              "labels": data.labels, "params": params})
+        else:
+            bad_epochs += 1
+        done = epoch >= cfg.epochs or bad_epochs >= cfg.patience
+        pd.DataFrame(history).to_csv(out / "history.csv", index=False)
+        _save(last_path, {"model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                          "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "best": best,
+                          "bad_epochs": bad_epochs, "nonfinite": nonfinite, "params": params, "done": done})
+        if cfg.progress:
+            print(f"fold {cfg.fold} {cfg.refiner}: epoch {epoch} val macro AUC {val_auc:.4f} "
+                  f"(best {best['val_macro_auc']:.4f} @ {best['epoch']})", flush=True)
+
+    summary = finish(cfg, data, model if ema is None else ema.module, best_path, device, mean, std, subset)
+    summary.update({"best_epoch": best["epoch"], "best_val_macro_auc": best["val_macro_auc"],
+                    "epochs_run": len(history), "nonfinite_skipped": nonfinite,
+                    "wall_seconds": time.time() - t_start, "out": str(out)})
+    write_json(out / "metrics.json", summary)
+    return summary
+
+
+class _Indexed:
+    """A view of a cache restricted to rows ``idx`` (so subsets share one memmap)."""
+
+    def __init__(self, cache: UInt8Cache, idx: np.ndarray) -> None:
+        self.cache, self.idx = cache, idx
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.cache[int(self.idx[i])]
+
+
+def _offdiag(a: np.ndarray) -> np.ndarray:
+    return a[~np.eye(len(a), dtype=bool)]
+
+
+def _val_loss(criterion: torch.nn.Module, probs: np.ndarray, y: np.ndarray, device: torch.device) -> float:
+    """Validation loss (without the coupling penalty) from probabilities, logits recovered by logit()."""
+    if not len(y):
+        return float("nan")
+    p = torch.from_numpy(np.clip(probs, 1e-6, 1 - 1e-6)).float().to(device)
+    logits = torch.log(p) - torch.log1p(-p)
+    target = torch.from_numpy(np.nan_to_num(y, nan=0.0)).float().to(device)
+    mask = torch.from_numpy(np.isfinite(y).astype(np.float32)).to(device)
+    with torch.no_grad():
+        return float(criterion(logits, target, mask))
+
+
+def finish(cfg: TrainConfig, data: FoldData, model: torch.nn.Module, best_path: Path, device: torch.device,
+           mean: Any, std: Any, subset: Callable[[np.ndarray, Any], CXRImages]) -> dict[str, Any]:
+    """Load the best checkpoint, save validation (out-of-fold) and test predictions and the coupling matrix."""
+    out = resolve(cfg.out)
+    best = torch.load(best_path, map_location="cpu", weights_only=False)
+    model.load_state_dict(best["model"])
+    model.to(device)
+    images = data.table["image"].to_numpy()
+    y = label_matrix(data.table)
+    meta = {"data_fingerprint": data.data_fingerprint, "splits_fingerprint": data.splits_fingerprint,
+            "fold": cfg.fold, "variant": cfg.refiner, "backbone": cfg.backbone, "seed": cfg.seed,
+            "best_epoch": best["epoch"]}
+    summary: dict[str, Any] = {}
+    for split, idx in (("val", data.val_idx), ("test", data.test_idx)):
+        if len(idx) == 0:
+            continue
+        loader = make_loader(subset(idx, None), cfg.eval_batch_size, shuffle=False, seed=cfg.seed,
+                             workers=cfg.workers, pin_memory=device.type == "cuda")
+        for tta in ((False, True) if cfg.tta else (False,)):
+            probs = predict_probs(model, loader, device, mean=mean, std=std, amp=cfg.amp, tta=tta,
+                                  progress=cfg.progress)
+            name = f"pred_{split}{'' if tta or not cfg.tta else '_notta'}.csv"
+            write_predictions(out / name, images[idx], data.labels, probs, {**meta, "split": split, "tta": tta})
+            key = f"{split}_macro_auc{'' if tta or not cfg.tta else '_notta'}"
+            summary[key] = macro_auc(y[idx], probs)
+            if split == "val" and (tta or not cfg.tta):
+                summary["val_per_label_auc"] = per_label_auc(y[idx], probs, data.labels).to_dict()
+    coupling = model.coupling()
+    if coupling is not None:
+        pd.DataFrame(coupling, index=data.labels, columns=data.labels).to_csv(out / "coupling.csv",
+                                                                              float_format="%.6f")
+    return summary

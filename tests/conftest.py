@@ -1,0 +1,36 @@
+"""Shared fixtures: a tiny phantom dataset with folds, and a fast training configuration."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("CXRKIT_QUIET", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 90-patient, 48 px phantom with patient-grouped 3-fold splits and a test split."""
+    from cxrkit.datasets import create_dataset, fingerprint
+    from cxrkit.phantom.generate import generate
+    from cxrkit.splits import make_splits, save_splits
+
+    root = tmp_path_factory.mktemp("phantom")
+    generate(root, n_patients=90, size=48, seed=7, workers=1, progress=False, overwrite=True)
+    table = create_dataset("gxs", root=root).table
+    splits = make_splits(table, table.attrs["labels"], n_folds=3, test_size=0.2, seed=0, group="patient")
+    save_splits(splits, root / "folds.csv", {"seed": 0, "n_folds": 3, "test_size": 0.2, "group": "patient",
+                                             "fingerprint": fingerprint(table)})
+    return root
+
+
+@pytest.fixture
+def tiny_cfg(tiny_phantom: Path, tmp_path: Path):
+    """A TrainConfig that trains in seconds on CPU."""
+    from cxrkit.config import TrainConfig
+
+    return TrainConfig(data=str(tiny_phantom), splits=str(tiny_phantom / "folds.csv"), backbone="test_resnet",
+                       image_size=32, batch_size=16, eval_batch_size=32, epochs=2, lr=1e-3, refiner="sparse",
+                       ema_decay=0.9, cache=False, workers=0, progress=False, out=str(tmp_path / "run"))

@@ -1,0 +1,241 @@
+"""Tests of cxrkit.metrics against hand-computed values and scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from cxrkit.metrics import (
+    _auc,
+    _plans,
+    average_precision,
+    bootstrap_macro_auc,
+    evaluate,
+    macro_auc,
+    mean_average_precision,
+    paired_bootstrap_diff,
+    per_label_auc,
+    threshold_metrics,
+)
+
+nan = np.nan
+
+
+def synthetic(n: int, n_labels: int = 4, seed: int = 0, signal: float = 1.0,
+              masked: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Labels with ~25% positives, scores = signal * label + noise, a fraction masked (NaN)."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, n_labels)) < 0.25).astype(float)
+    s = signal * y + rng.normal(size=y.shape)
+    y[rng.random(y.shape) < masked] = nan
+    return y, s
+
+
+# --- hand-computed examples -------------------------------------------------------------------
+
+def test_auc_by_hand() -> None:
+    # positives score 0.9, 0.4; negatives 0.8, 0.3, 0.4.
+    # pairs: 0.9 beats all 3 negatives -> 3; 0.4 loses to 0.8 (0), beats 0.3 (1), ties 0.4 (1/2)
+    # AUC = (3 + 1.5) / (2 * 3) = 0.75
+    auc = per_label_auc([1, 0, 1, 0, 0], [0.9, 0.8, 0.4, 0.3, 0.4], labels=["Edema"])
+    assert auc["Edema"] == pytest.approx(0.75)
+
+
+def test_average_precision_by_hand() -> None:
+    # ranking by score: 0.9 (pos), 0.8 (neg), 0.5 (neg), 0.4 (pos), 0.3 (neg)
+    # precision at each positive: 1/1 and 2/4; each adds recall 1/2
+    # AP = 1/2 * 1 + 1/2 * 0.5 = 0.75
+    ap = average_precision([1, 0, 1, 0, 0], [0.9, 0.8, 0.4, 0.3, 0.5])
+    assert ap[0] == pytest.approx(0.75)
+
+
+def test_threshold_metrics_by_hand() -> None:
+    y = np.array([
+        [1, 0, 0, 1],
+        [1, 1, 0, 0],
+        [0, 1, 0, 0],
+        [0, 1, 0, 0],
+        [nan, 0, 0, 0],
+    ])
+    s = np.array([
+        [0.9, 0.4, 0.6, 0.1],
+        [0.2, 0.7, 0.1, 0.1],
+        [0.6, 0.8, 0.1, 0.1],
+        [0.1, 0.9, 0.1, 0.1],
+        [0.9, 0.5, 0.1, 0.1],
+    ])
+    # class 0 (row 4 masked): predicted rows 0, 2 -> TP 1, FP 1, FN 1: CP 1/2, CR 1/2
+    # class 1: predicted rows 1, 2, 3, 4 (0.5 >= 0.5) -> TP 3, FP 1, FN 0: CP 3/4, CR 1
+    # class 2: no positive -> left out of CP/CR; its FP (row 0) counts in OP
+    # class 3: nothing predicted -> TP 0, FP 0, FN 1: CP 0 (no predicted positive), CR 0
+    # CP = (1/2 + 3/4 + 0) / 3 = 5/12; CR = (1/2 + 1 + 0) / 3 = 1/2
+    # CF1 = 2 * 5/12 * 1/2 / (5/12 + 1/2) = (5/12) / (11/12) = 5/11
+    # OP = (1 + 3 + 0 + 0) / (2 + 4 + 1 + 0) = 4/7; OR = 4 / (2 + 3 + 0 + 1) = 2/3
+    # OF1 = 2 * 4/7 * 2/3 / (4/7 + 2/3) = (16/21) / (26/21) = 8/13
+    m = threshold_metrics(y, s, threshold=0.5)
+    expected = {"CP": 5 / 12, "CR": 1 / 2, "CF1": 5 / 11, "OP": 4 / 7, "OR": 2 / 3, "OF1": 8 / 13}
+    assert m == pytest.approx(expected)
+
+
+def test_threshold_metrics_edge_cases() -> None:
+    none_positive = threshold_metrics(np.zeros((3, 2)), np.full((3, 2), 0.9))
+    assert np.isnan(none_positive["CP"]) and np.isnan(none_positive["CR"]) and np.isnan(none_positive["OR"])
+    assert none_positive["OP"] == 0.0
+    nothing_predicted = threshold_metrics(np.ones((3, 2)), np.zeros((3, 2)))
+    assert nothing_predicted == {"CP": 0.0, "CR": 0.0, "CF1": 0.0, "OP": 0.0, "OR": 0.0, "OF1": 0.0}
+
+
+# --- skipping and masking ------------------------------------------------------------------------
+
+def test_single_class_label_skipped() -> None:
+    y, s = synthetic(60, n_labels=3)
+    y[:, 1] = 0.0
+    y[0, 1] = nan  # a masked entry does not make it scorable
+    auc = per_label_auc(y, s)
+    assert np.isnan(auc[1]) and auc.notna().sum() == 2
+    assert macro_auc(y, s) == pytest.approx(np.mean([auc[0], auc[2]]))
+    ap = average_precision(y, s)
+    assert np.isnan(ap[1])
+    assert mean_average_precision(y, s) == pytest.approx(np.mean([ap[0], ap[2]]))
+    assert np.isnan(macro_auc(np.zeros((4, 2)), np.zeros((4, 2))))
+
+
+def test_masked_entries_ignored() -> None:
+    y, s = synthetic(80, n_labels=3, masked=0.3)
+    s_masked_nan = s.copy()
+    s_masked_nan[np.isnan(y)] = nan  # scores at masked entries are never read
+    s_masked_big = np.where(np.isnan(y), 100.0, s)
+    for j in range(3):
+        known = ~np.isnan(y[:, j])
+        sub_auc = per_label_auc(y[known, j], s[known, j])[0]
+        sub_ap = average_precision(y[known, j], s[known, j])[0]
+        assert per_label_auc(y, s)[j] == pytest.approx(sub_auc)
+        assert per_label_auc(y, s_masked_nan)[j] == pytest.approx(sub_auc)
+        assert average_precision(y, s_masked_big)[j] == pytest.approx(sub_ap)
+        assert sub_auc == pytest.approx(roc_auc_score(y[known, j], s[known, j]))
+        assert sub_ap == pytest.approx(average_precision_score(y[known, j], s[known, j]))
+    assert threshold_metrics(y, s_masked_big, 0.5) == threshold_metrics(y, s, 0.5)
+
+
+def test_rank_auc_equals_sklearn_with_ties() -> None:
+    rng = np.random.default_rng(1)
+    y = (rng.random((500, 6)) < 0.3).astype(float)
+    s = np.round(y * 0.4 + rng.random(y.shape), 1)  # coarse scores: many ties
+    ours = per_label_auc(y, s)
+    for j in range(6):
+        assert ours[j] == pytest.approx(roc_auc_score(y[:, j], s[:, j]), abs=1e-12)
+
+
+def test_weighted_auc_equals_resampled_data() -> None:
+    # the bootstrap scores a replicate through image weights = how often each image was drawn
+    rng = np.random.default_rng(2)
+    y = (rng.random((40, 2)) < 0.4).astype(float)
+    s = np.round(rng.random(y.shape), 1)
+    counts = rng.integers(0, 4, size=(3, 40)).astype(float)
+    got = _auc(_plans(y, s), counts)
+    for b in range(3):
+        idx = np.repeat(np.arange(40), counts[b].astype(int))
+        for j in range(2):
+            assert got[b, j] == pytest.approx(roc_auc_score(y[idx, j], s[idx, j]), abs=1e-12)
+
+
+def test_input_validation() -> None:
+    with pytest.raises(ValueError, match="same"):
+        macro_auc(np.zeros((3, 2)), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="0, 1 or NaN"):
+        macro_auc(np.array([[0.0], [2.0]]), np.zeros((2, 1)))
+    with pytest.raises(ValueError, match="non-finite"):
+        macro_auc(np.array([[0.0], [1.0]]), np.array([[0.1], [nan]]))
+    with pytest.raises(ValueError, match="labels"):
+        per_label_auc(np.zeros((3, 2)), np.zeros((3, 2)), labels=["Edema"])
+
+
+def test_evaluate() -> None:
+    y, s = synthetic(100)
+    labels = ["Atelectasis", "Cardiomegaly", "Edema", "Pneumothorax"]
+    out = evaluate(y, s, labels, threshold=0.0)
+    assert list(out["auc"].index) == labels
+    assert out["macro_auc"] == pytest.approx(macro_auc(y, s))
+    assert out["mAP"] == pytest.approx(mean_average_precision(y, s))
+    assert out["CF1"] == threshold_metrics(y, s, 0.0)["CF1"]
+
+
+# --- bootstrap -----------------------------------------------------------------------------------
+
+def test_bootstrap_ci_contains_estimate_and_shrinks() -> None:
+    y, s = synthetic(200, seed=3)
+    small = bootstrap_macro_auc(y, s, n_boot=300, seed=0)
+    assert small["estimate"] == pytest.approx(macro_auc(y, s))
+    assert small["low"] < small["estimate"] < small["high"]
+    assert small["se"] > 0
+    y, s = synthetic(3000, seed=3)
+    large = bootstrap_macro_auc(y, s, n_boot=300, seed=0)
+    assert large["low"] < large["estimate"] < large["high"]
+    assert large["high"] - large["low"] < 0.5 * (small["high"] - small["low"])  # ~ sqrt(200/3000)
+
+
+def test_bootstrap_deterministic_for_seed() -> None:
+    y, s = synthetic(150, seed=4)
+    a = bootstrap_macro_auc(y, s, n_boot=200, seed=7)
+    assert a == bootstrap_macro_auc(y, s, n_boot=200, seed=7)
+    assert a != bootstrap_macro_auc(y, s, n_boot=200, seed=8)
+
+
+def test_bootstrap_over_groups_resamples_patients() -> None:
+    # every patient's image appears 5 times: resampling images treats copies as independent
+    # and understates the spread; resampling patients matches the 1-copy data set
+    y, s = synthetic(150, seed=5, masked=0.0)
+    y5, s5, patients = np.repeat(y, 5, axis=0), np.repeat(s, 5, axis=0), np.repeat(np.arange(150), 5)
+    single = bootstrap_macro_auc(y, s, n_boot=400, seed=0)
+    by_image = bootstrap_macro_auc(y5, s5, n_boot=400, seed=0)
+    by_patient = bootstrap_macro_auc(y5, s5, n_boot=400, seed=0, groups=patients.astype(str))
+    assert by_patient["estimate"] == pytest.approx(single["estimate"])
+    assert by_patient["se"] > 1.6 * by_image["se"]  # ~ sqrt(5)
+    assert by_patient["se"] == pytest.approx(single["se"], rel=0.25)
+    with pytest.raises(ValueError, match="groups"):
+        bootstrap_macro_auc(y, s, groups=np.arange(10))
+
+
+def test_bootstrap_skips_single_class_replicates() -> None:
+    # label 1: two positives, perfectly ranked (AUC 1); label 0: weak (AUC ~0.58). About 10% of
+    # replicates draw neither positive of label 1: their macro is label 0 alone (~0.58), which
+    # pulls the lower bound down; dropping those replicates instead would give low ~0.71.
+    rng = np.random.default_rng(6)
+    y = np.zeros((60, 2))
+    y[:, 0] = rng.random(60) < 0.4
+    y[:2, 1] = 1.0
+    s = np.c_[0.3 * y[:, 0] + rng.normal(size=60), np.r_[5.0, 5.0, np.zeros(58)]]
+    auc = per_label_auc(y, s)
+    assert auc[1] == 1.0 and auc[0] < 0.65
+    out = bootstrap_macro_auc(y, s, n_boot=300, seed=0)
+    assert out["estimate"] == pytest.approx((auc[0] + 1) / 2)
+    assert out["low"] < 0.65 < out["estimate"] < out["high"]
+
+
+def test_paired_diff_of_model_with_itself_is_zero() -> None:
+    y, s = synthetic(200, seed=7)
+    out = paired_bootstrap_diff(y, s, s.copy(), n_boot=200, seed=0)
+    assert out == {"diff": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0}
+
+
+def test_paired_diff_detects_better_model() -> None:
+    rng = np.random.default_rng(8)
+    y, _ = synthetic(400, seed=8)
+    weak = 0.3 * np.nan_to_num(y) + rng.normal(size=y.shape)
+    strong = 2.0 * np.nan_to_num(y) + rng.normal(size=y.shape)
+    out = paired_bootstrap_diff(y, weak, strong, n_boot=500, seed=0)
+    assert out["diff"] == pytest.approx(macro_auc(y, strong) - macro_auc(y, weak))
+    assert 0 < out["low"] < out["diff"] < out["high"]
+    assert out["p_value"] == pytest.approx(2 / 501)  # no replicate at or below 0
+    reverse = paired_bootstrap_diff(y, strong, weak, n_boot=500, seed=0)
+    assert reverse["diff"] == pytest.approx(-out["diff"]) and reverse["high"] < 0
+
+
+def test_bootstrap_speed() -> None:
+    import time
+
+    y, s = synthetic(3000, n_labels=14, seed=9)
+    start = time.perf_counter()
+    bootstrap_macro_auc(y, s, n_boot=1000, seed=0)
+    assert time.perf_counter() - start < 10  # a few seconds, shared CPU allowed for

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cxrkit.train import TrainingError, cosine_with_warmup, train
+
+
+def _preds(out, name="pred_val.csv"):
+    return pd.read_csv(out / name)
+
+
+def test_cosine_with_warmup_shape():
+    f = cosine_with_warmup(10, 110)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0)
+    assert all(f(s) >= f(s + 1) for s in range(10, 110))
+
+
+def test_run_writes_every_output(tiny_cfg):
+    summary = train(tiny_cfg)
+    out = Path(tiny_cfg.out)
+    for name in ("params.json", "provenance.json", "history.csv", "last.pt", "best.pt", "metrics.json",
+                 "pred_val.csv", "pred_val_notta.csv", "pred_test.csv", "pred_test_notta.csv", "coupling.csv"):
+        assert (out / name).is_file(), name
+    hist = pd.read_csv(out / "history.csv")
+    assert list(hist["epoch"]) == [1, 2] and hist["val_macro_auc"].between(0, 1).all()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["params"]["fold"] == tiny_cfg.fold and "torch" in prov["packages"]
+    assert len(prov["data_fingerprint"]) >= 8 and "commit" in prov["git"]
+    meta = json.loads((out / "pred_test.json").read_text())
+    assert meta["split"] == "test" and meta["tta"] is True and meta["data_fingerprint"] == prov["data_fingerprint"]
+    val, test = _preds(out), _preds(out, "pred_test.csv")
+    assert val.shape[1] == 15 and val.iloc[:, 1:].to_numpy().min() >= 0 and val.iloc[:, 1:].to_numpy().max() <= 1
+    assert set(val["image"]).isdisjoint(set(test["image"]))
+    # flip TTA changes the predictions
+    assert not np.allclose(test.iloc[:, 1:], _preds(out, "pred_test_notta.csv").iloc[:, 1:])
+    coupling = pd.read_csv(out / "coupling.csv", index_col=0).to_numpy()
+    assert np.all(np.diag(coupling) == 0) and np.abs(coupling).sum() > 0
+    assert summary["best_epoch"] in (1, 2) and math.isfinite(summary["best_val_macro_auc"])
+
+
+def test_same_seed_same_result_and_other_seed_differs(tiny_cfg, tmp_path):
+    a = dataclasses.replace(tiny_cfg, epochs=1, out=str(tmp_path / "a"))
+    b = dataclasses.replace(a, out=str(tmp_path / "b"))
+    c = dataclasses.replace(a, out=str(tmp_path / "c"), seed=1)
+    ra, rb = train(a), train(b)
+    train(c)
+    assert ra["best_val_macro_auc"] == rb["best_val_macro_auc"]
+    pa, pb, pc = (_preds(tmp_path / n) for n in "abc")
+    pd.testing.assert_frame_equal(pa, pb)
+    assert not np.allclose(pa.iloc[:, 1:], pc.iloc[:, 1:])
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path):
+    full = dataclasses.replace(tiny_cfg, epochs=3, out=str(tmp_path / "full"))
+    cut = dataclasses.replace(full, out=str(tmp_path / "cut"))
+    train(full)
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_second_epoch(step, loss):
+        if step >= _steps_per_epoch(tmp_path / "cut") + 1:
+            raise Killed
+        return loss
+
+    with pytest.raises(Killed):
+        train(cut, fault_hook=kill_in_second_epoch)
+    state = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
+    assert state["epoch"] == 1 and not state["done"]
+    summary = train(cut)  # resume
+    assert summary["epochs_run"] == 3
+    pd.testing.assert_frame_equal(_preds(tmp_path / "full"), _preds(tmp_path / "cut"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "full" / "history.csv").drop(columns="seconds"),
+                                  pd.read_csv(tmp_path / "cut" / "history.csv").drop(columns="seconds"))
+
+
+def _steps_per_epoch(out):
+    prov = json.loads((out / "provenance.json").read_text())
+    return prov["n_train"] // prov["params"]["batch_size"]
+
+
+def test_resume_refuses_changed_parameters(tiny_cfg):
+    train(dataclasses.replace(tiny_cfg, epochs=1))
+    with pytest.raises(TrainingError, match="other parameters.*'lr'"):
+        train(dataclasses.replace(tiny_cfg, epochs=1, lr=5e-4))
+
+
+def test_nonfinite_losses_are_skipped_and_counted(tiny_cfg):
+    bad = {1, 3}
+    summary = train(dataclasses.replace(tiny_cfg, epochs=1),
+                    fault_hook=lambda step, loss: loss * float("nan") if step in bad else loss)
+    assert summary["nonfinite_skipped"] == 2
+    hist = pd.read_csv(Path(tiny_cfg.out) / "history.csv")
+    assert hist["nonfinite_skipped"].sum() == 2 and np.isfinite(hist["train_loss"]).all()
+
+
+def test_too_many_nonfinite_losses_stop_the_run(tiny_cfg):
+    with pytest.raises(TrainingError, match="3 non-finite losses.*max_nonfinite=2"):
+        train(dataclasses.replace(tiny_cfg, epochs=1, max_nonfinite=2),
+              fault_hook=lambda step, loss: loss + float("inf"))
+    assert not (Path(tiny_cfg.out) / "best.pt").exists()
+
+
+def test_fold_out_of_range_fails_before_training(tiny_cfg):
+    with pytest.raises(ValueError, match="fold"):
+        train(dataclasses.replace(tiny_cfg, fold=3))
+    assert not (Path(tiny_cfg.out) / "last.pt").exists()
