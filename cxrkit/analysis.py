@@ -60,9 +60,9 @@ def top_k_conditional(cond: pd.DataFrame, k: int = 3) -> pd.Series:
 
 def strongest_couplings(coupling: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     """The n off-diagonal entries of largest magnitude: source, target, value."""
-    a = coupling.copy()
-    np.fill_diagonal(a.values, np.nan)
-    s = a.stack().rename("value").reset_index()
+    values = coupling.to_numpy(dtype=float, copy=True)
+    np.fill_diagonal(values, np.nan)
+    s = pd.DataFrame(values, index=coupling.index, columns=coupling.columns).stack().rename("value").reset_index()
     s.columns = ["source", "target", "value"]
     return s.reindex(s["value"].abs().sort_values(ascending=False).index).head(n).reset_index(drop=True)
 
@@ -75,23 +75,27 @@ def sparsity(coupling: pd.DataFrame | np.ndarray, tol: float = 1e-3) -> float:
 
 
 def coupling_recovery(learned: pd.DataFrame, true: pd.DataFrame, top: int = 20) -> dict[str, float]:
-    """How well a learned coupling matrix recovers the true one on the ``top`` strongest true pairs.
+    """How well a learned coupling matrix recovers the true one.
 
-    Pairs are ranked by the magnitude of the true log odds ratio (infinite values, i.e.
-    logically impossible pairs, rank first). Returns the sign agreement on those pairs and the
-    Spearman rank correlation between learned and true values over them.
+    The true matrix (log odds ratios of the observed labels) has two kinds of entries: finite
+    ones, and -inf for logically exclusive pairs (No Finding with any pathology). On the ``top``
+    finite pairs of largest magnitude we report the sign agreement and the Spearman rank
+    correlation of learned vs true values; on the exclusive pairs, the fraction the learned
+    matrix makes negative.
     """
     labels = [lab for lab in learned.index if lab in true.index]
     t = true.loc[labels, labels].to_numpy(dtype=float)
     a = learned.loc[labels, labels].to_numpy(dtype=float)
-    off = ~np.eye(len(labels), dtype=bool) & np.isfinite(a) & ~np.isnan(t)
-    tv, av = t[off], a[off]
-    order = np.argsort(-np.abs(np.where(np.isinf(tv), 1e9, tv)), kind="stable")[:top]
+    off = ~np.eye(len(labels), dtype=bool)
+    fin = off & np.isfinite(t)
+    tv, av = t[fin], a[fin]
+    order = np.argsort(-np.abs(tv), kind="stable")[:top]
     tv, av = tv[order], av[order]
-    sign = float(np.mean(np.sign(av) == np.sign(tv)))
-    finite_t = np.where(np.isinf(tv), np.sign(tv) * (np.nanmax(np.abs(tv[np.isfinite(tv)]), initial=1) + 1), tv)
-    rho = float(spearmanr(finite_t, av).statistic) if np.ptp(av) > 0 else float("nan")
-    return {"pairs": int(len(tv)), "sign_agreement": sign, "spearman": rho}
+    rho = float(spearmanr(tv, av).statistic) if np.ptp(av) > 0 and np.ptp(tv) > 0 else float("nan")
+    excl = off & np.isinf(t)
+    return {"pairs": int(len(tv)), "sign_agreement": float(np.mean(np.sign(av) == np.sign(tv))),
+            "spearman": rho,
+            "exclusive_pairs_negative": float(np.mean(a[excl] < 0)) if excl.any() else float("nan")}
 
 
 def fold_agreement(fold_probs: Mapping[str, np.ndarray], threshold: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -117,3 +121,13 @@ def across_fold_std(fold_probs: Mapping[str, np.ndarray], labels: Sequence[str])
 def per_label_delta(a: pd.Series, b: pd.Series) -> pd.DataFrame:
     """Per-label AUC of two variants and their difference b - a."""
     return pd.DataFrame({"a": a, "b": b, "delta": b - a})
+
+
+def data_quality(table: pd.DataFrame, labels: Sequence[str], excluded: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per label: positives, negatives, unknown (NaN, masked) entries; plus excluded images."""
+    y = table[list(labels)]
+    out = pd.DataFrame({"positive": (y == 1).sum(), "negative": (y == 0).sum(), "unknown (masked)": y.isna().sum()})
+    n_excl = 0 if excluded is None else len(excluded)
+    out.loc["(all images)"] = [len(table), n_excl, int(y.isna().all(axis=1).sum())]
+    out = out.rename(index={"(all images)": "images: kept / excluded / all labels unknown"})
+    return out

@@ -1,4 +1,4 @@
-"""``cxrkit`` command line: synth, oracle, folds, train, predict, evaluate, bench.
+"""``cxrkit`` command line: synth, oracle, folds, train, predict, evaluate, study, bench.
 
 Options mirror the parameter names used by the parameter files and notebooks (``image_size``
 is ``--image-size``). Relative paths are resolved from the project root.
@@ -142,6 +142,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from cxrkit.study import run_study
+
+    result = run_study(args.file, force=args.force, only=args.only)
+    print(f"report: {result['index']}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from cxrkit.bench import run_bench
 
@@ -206,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="write the table as CSV")
     s.set_defaults(func=cmd_evaluate)
 
+    s = sub.add_parser("study", help="run every notebook of the study with papermill and write the HTML report")
+    s.add_argument("-f", "--file", default="params/default.yaml", help="study parameter file")
+    s.add_argument("--force", action="store_true", help="re-run steps whose inputs did not change")
+    s.add_argument("--only", nargs="+", help="run only steps whose name starts with one of these")
+    s.set_defaults(func=cmd_study)
+
     s = sub.add_parser("bench", help="throughput of the input pipeline, training and the refiner")
     s.add_argument("--data", default="data/bench")
     s.add_argument("--out", default="runs/bench")
@@ -222,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         print(f"cxrkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:  # DataError, LeakageError, PredictionMismatch, ...
+    except (ValueError, RuntimeError) as exc:  # DataError, LeakageError, StudyError, TrainingError, ...
         print(f"cxrkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

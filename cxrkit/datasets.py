@@ -132,7 +132,7 @@ def check_images(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(_check_batch, batches)
         if progress:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm
 
             results = tqdm(results, total=len(batches), desc="checking images", unit="batch")
         reasons = [r for batch in results for r in batch]

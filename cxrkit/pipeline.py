@@ -59,7 +59,7 @@ class UInt8Cache:
                                f"{(len(self.paths), size, size)}; delete it to rebuild")
 
     def _build(self, workers: int | None, progress: bool) -> None:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         n, s = len(self.paths), self.size
 

@@ -35,7 +35,7 @@ def image_grid(table: pd.DataFrame, labels: Sequence[str], n: int = 12, seed: in
     """Paper Fig. 3: sample images with their positive labels (and view)."""
     rows = table.sample(n=min(n, len(table)), random_state=seed)
     nrows = int(np.ceil(len(rows) / cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(3 * cols, 3.4 * nrows))
+    fig, axes = plt.subplots(nrows, cols, figsize=(3 * cols, 3.9 * nrows))
     for ax in np.ravel(axes):
         ax.axis("off")
     for ax, (_, r) in zip(np.ravel(axes), rows.iterrows()):

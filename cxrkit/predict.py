@@ -42,7 +42,7 @@ def predict_probs(model: torch.nn.Module, loader: torch.utils.data.DataLoader, d
                   progress: bool = False) -> np.ndarray:
     """Sigmoid probabilities ``(N, L)`` in loader order; with ``tta`` the mean of the image's and
     its horizontal flip's probabilities (the paper's flip TTA averages probabilities)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     model.eval()
     out = []

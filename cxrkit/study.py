@@ -187,10 +187,19 @@ class Outputs:
         self.figures.mkdir(parents=True, exist_ok=True)
         self.tables.mkdir(parents=True, exist_ok=True)
 
-    def figure(self, fig: Any, name: str) -> Any:
-        """Save ``fig`` as ``figures/<name>.png`` and return it (so the notebook shows it)."""
+    def figure(self, fig: Any, name: str) -> None:
+        """Save ``fig`` as ``figures/<name>.png``, show it once in a notebook, and close it."""
+        import matplotlib.pyplot as plt
+
         fig.savefig(self.figures / f"{name}.png", dpi=110, bbox_inches="tight")
-        return fig
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+
+            if get_ipython() is not None:
+                display(fig)
+        finally:
+            plt.close(fig)
 
     def table(self, df: pd.DataFrame | pd.Series, name: str, index: bool = True) -> pd.DataFrame | pd.Series:
         """Save ``df`` as ``tables/<name>.csv`` and return it."""
@@ -370,3 +379,163 @@ td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}}
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>cxrkit reports</title></head>"
         f"<body style='font-family:sans-serif'><h1>cxrkit reports</h1><ul>{top}</ul></body></html>")
     return out / "index.html"
+
+
+# --- analyses over a study's outputs ------------------------------------------------------
+def is_phantom(cfg: StudyConfig) -> bool:
+    """Whether the study's data carries the phantom's ground-truth sidecar."""
+    return (resolve(cfg.data) / "truth.csv").is_file()
+
+
+def oracle_table(cfg: StudyConfig, by_split: bool = False) -> pd.DataFrame | None:
+    """Exact oracle and marginal-oracle AUC (phantom only; None otherwise): per label and macro on all
+    images, or (``by_split``) the macro AUC on the test split and on every validation fold."""
+    if not is_phantom(cfg):
+        return None
+    from cxrkit.phantom.oracle import oracle_auc
+    from cxrkit.splits import load_splits
+
+    root = resolve(cfg.data)
+    labels_df, truth = pd.read_csv(root / "train.csv"), pd.read_csv(root / "truth.csv")
+    if not by_split:
+        cols = {}
+        for name, marginal in (("oracle", False), ("marginal oracle", True)):
+            per, macro = oracle_auc(truth, labels_df, marginal=marginal)
+            cols[name] = pd.concat([per, pd.Series({"macro": macro})])
+        return pd.DataFrame(cols)
+    splits = load_splits(cfg.splits_path)
+    groups = {"test": splits.loc[splits["split"] == "test", "image"]}
+    groups |= {f"fold {k}": splits.loc[splits["fold"] == k, "image"] for k in range(cfg.n_folds)}
+    rows = {}
+    for name, images in groups.items():
+        if len(images) == 0:
+            continue
+        sel = labels_df["Image_name"].isin(set(images))
+        rows[name] = {"images": int(sel.sum()),
+                      "oracle": oracle_auc(truth[truth["Image_name"].isin(set(images))], labels_df[sel])[1],
+                      "marginal oracle": oracle_auc(truth[truth["Image_name"].isin(set(images))], labels_df[sel],
+                                                    marginal=True)[1]}
+    return pd.DataFrame(rows).T
+
+
+def true_coupling(cfg: StudyConfig) -> pd.DataFrame | None:
+    """The phantom's exact log odds ratio matrix of the observed labels (None for real data)."""
+    if not is_phantom(cfg):
+        return None
+    from cxrkit.phantom.oracle import coupling_matrix
+
+    return coupling_matrix()
+
+
+def fold_couplings(cfg: StudyConfig, variant: str) -> dict[int, pd.DataFrame]:
+    """The learned coupling matrix of every fold of a variant."""
+    return {k: pd.read_csv(cfg.train_dir(k, variant) / "coupling.csv", index_col=0) for k in range(cfg.n_folds)}
+
+
+def true_labels(cfg: StudyConfig, images: Sequence[str]) -> Any:
+    """Label matrix (NaN = unknown) of ``images`` in that order."""
+    from cxrkit.datasets import create_dataset, label_matrix
+
+    table = create_dataset(cfg.dataset, root=cfg.data, check_images=False, **cfg.dataset_options).table
+    return label_matrix(table.set_index("image").loc[list(images)].reset_index(), table.attrs["labels"])
+
+
+def _patients(cfg: StudyConfig, images: Sequence[str]) -> Any:
+    from cxrkit.datasets import create_dataset
+
+    table = create_dataset(cfg.dataset, root=cfg.data, check_images=False, **cfg.dataset_options).table
+    return table.set_index("image").loc[list(images), "patient_id"].to_numpy()
+
+
+def ablation(cfg: StudyConfig) -> dict[str, Any]:
+    """Every variant against the first one (the baseline) on identical folds and seeds.
+
+    Returns ``per_fold`` (validation macro AUC per fold and variant), ``paired`` (paired patient
+    bootstrap differences vs the baseline: per fold on validation, and on the test ensemble),
+    ``per_label_delta`` (test ensemble), ``test_summary`` (single folds, ensemble, TTA on/off,
+    oracle) and ``headline``.
+    """
+    from cxrkit.metrics import bootstrap_macro_auc, macro_auc, paired_bootstrap_diff, per_label_auc
+
+    base = cfg.variants[0]
+    per_fold, paired = {}, {}
+    for k in range(cfg.n_folds):
+        preds = {v: fold_predictions(cfg, v, "val")[k] for v in cfg.variants}
+        images = preds[base].index
+        y, groups = true_labels(cfg, images), _patients(cfg, images)
+        per_fold[f"fold {k}"] = {v: macro_auc(y, p.loc[images].to_numpy()) for v, p in preds.items()}
+        for v in cfg.variants[1:]:
+            d = paired_bootstrap_diff(y, preds[base].loc[images].to_numpy(), preds[v].loc[images].to_numpy(),
+                                      n_boot=cfg.bootstrap, seed=cfg.train.get("seed", 0), groups=groups)
+            paired[f"{v} - {base}, fold {k} (val)"] = d
+    per_fold_df = pd.DataFrame(per_fold).T
+    per_fold_df.loc["mean"] = per_fold_df.mean()
+    per_fold_df.loc["std"] = per_fold_df.iloc[:-1].std(ddof=1)
+
+    test, summary, ens = {}, {}, {}
+    for v in cfg.variants:
+        for tta in (True, False):
+            folds = fold_predictions(cfg, v, "test", tta=tta)
+            images = folds[0].index
+            stack = [f.loc[images].to_numpy() for f in folds.values()]
+            test[(v, tta)] = sum(stack) / len(stack)
+            y = true_labels(cfg, images)
+            for k, s in enumerate(stack):
+                summary.setdefault(f"fold {k}", {})[f"{v}{'' if tta else ' (no TTA)'}"] = macro_auc(y, s)
+            summary.setdefault("ensemble", {})[f"{v}{'' if tta else ' (no TTA)'}"] = macro_auc(y, test[(v, tta)])
+        ens[v] = test[(v, True)]
+    y, groups = true_labels(cfg, images), _patients(cfg, images)
+    test_summary = pd.DataFrame(summary).T
+    ci = {v: bootstrap_macro_auc(y, ens[v], n_boot=cfg.bootstrap, groups=groups) for v in cfg.variants}
+    test_summary.loc["ensemble 95% CI low"] = {v: ci[v]["low"] for v in cfg.variants}
+    test_summary.loc["ensemble 95% CI high"] = {v: ci[v]["high"] for v in cfg.variants}
+    oracle = oracle_table(cfg, by_split=True)
+    headline: dict[str, Any] = {f"test_ensemble_{v}": float(test_summary.loc["ensemble", v]) for v in cfg.variants}
+    if oracle is not None:
+        test_summary["oracle"] = float(oracle.loc["test", "oracle"])
+        test_summary["marginal oracle"] = float(oracle.loc["test", "marginal oracle"])
+        for v in cfg.variants:
+            test_summary[f"{v} / oracle"] = test_summary[v] / test_summary["oracle"]
+        headline["test_oracle"] = float(oracle.loc["test", "oracle"])
+    labels = [c for c in fold_predictions(cfg, base, "test")[0].columns]
+    per_label = {v: per_label_auc(y, ens[v], labels) for v in cfg.variants}
+    delta = pd.DataFrame({f"{v} - {base}": per_label[v] - per_label[base] for v in cfg.variants[1:]})
+    for v in cfg.variants[1:]:
+        d = paired_bootstrap_diff(y, ens[base], ens[v], n_boot=cfg.bootstrap, seed=0, groups=groups)
+        paired[f"{v} - {base}, test ensemble"] = d
+        headline[f"test_diff_{v}_vs_{base}"] = f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+    return {"per_fold": per_fold_df, "paired": pd.DataFrame(paired).T, "per_label_delta": delta,
+            "test_summary": test_summary, "headline": headline}
+
+
+def final_test_table(cfg: StudyConfig) -> pd.DataFrame:
+    """Test macro AUC (patient-bootstrap 95% CI) of each variant's fold ensemble, and the oracle."""
+    from cxrkit.metrics import bootstrap_macro_auc
+
+    rows = {}
+    for v in cfg.variants:
+        folds = fold_predictions(cfg, v, "test")
+        images = folds[0].index
+        ens = sum(f.loc[images].to_numpy() for f in folds.values()) / len(folds)
+        ci = bootstrap_macro_auc(true_labels(cfg, images), ens, n_boot=cfg.bootstrap, groups=_patients(cfg, images))
+        rows[f"{v} ({cfg.n_folds}-fold ensemble, flip TTA)"] = {"macro AUC": ci["estimate"], "95% CI low": ci["low"],
+                                                                 "95% CI high": ci["high"], "images": len(images)}
+    oracle = oracle_table(cfg, by_split=True)
+    if oracle is not None:
+        rows["oracle (perfect perception, exact)"] = {"macro AUC": float(oracle.loc["test", "oracle"]),
+                                                      "images": int(oracle.loc["test", "images"])}
+        rows["marginal oracle (no label coupling)"] = {"macro AUC": float(oracle.loc["test", "marginal oracle"]),
+                                                       "images": int(oracle.loc["test", "images"])}
+    return pd.DataFrame(rows).T
+
+
+def our_table_i_rows(cfg: StudyConfig, final: pd.DataFrame) -> pd.DataFrame:
+    """Our rows for Table I, each labelled with the data it was measured on."""
+    dataset = (f"cxrkit phantom (synthetic, {cfg.data}) test split" if is_phantom(cfg)
+               else f"{cfg.dataset} at {cfg.data}, held-out test split")
+    backbone = cfg.train_config(0, cfg.variants[0]).backbone
+    rows = [{"study": f"cxrkit ({cfg.name}): {name}", "dataset": dataset,
+             "model": backbone if "oracle" not in name else "exact posterior, no model",
+             "protocol": f"{cfg.n_folds}-fold {cfg.group}-grouped MIS", "macro AUC": r["macro AUC"]}
+            for name, r in final.iterrows()]
+    return pd.DataFrame(rows)

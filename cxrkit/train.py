@@ -218,7 +218,7 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
         nonfinite, start_epoch = state["nonfinite"], state["epoch"]
     done = bool(state and state.get("done"))
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     epoch = start_epoch
     while not done and epoch < cfg.epochs:

