@@ -11,9 +11,11 @@ HAB = {"width": 1.0, "height": 1.0, "rotation": 0.0, "brightness": 1.0}
 SEEDS = (0, 1, 2, 3)
 
 
-def img(findings: dict[str, float], seed: int, size: int = 128, ap: bool = False) -> np.ndarray:
+def img(
+    findings: dict[str, float], seed: int, size: int = 128, ap: bool = False, hab: dict = HAB
+) -> np.ndarray:
     """Render with a fresh generator as float for arithmetic."""
-    return render(size, findings, HAB, ap, np.random.default_rng(seed)).astype(np.float64)
+    return render(size, findings, hab, ap, np.random.default_rng(seed)).astype(np.float64)
 
 
 def effect(name: str, sev: float, seed: int, size: int = 128) -> np.ndarray:
@@ -60,12 +62,17 @@ def test_deterministic_given_rng_state() -> None:
     assert not np.array_equal(render(128, {}, HAB, False, rng), render(128, {}, HAB, False, rng))
 
 
+def test_findings_do_not_change_rng_consumption() -> None:
+    r1, r2 = np.random.default_rng(3), np.random.default_rng(3)
+    render(128, {}, HAB, False, r1)
+    render(128, {f: 0.7 for f in FINDINGS}, HAB, True, r2)
+    assert r1.random() == r2.random()
+
+
 def test_habitus_changes_the_image() -> None:
     a = img({}, 5)
-    wide = render(128, {}, {**HAB, "width": 1.12}, False, np.random.default_rng(5)).astype(float)
-    dim = render(128, {}, {**HAB, "brightness": 0.85}, False, np.random.default_rng(5)).astype(
-        float
-    )
+    wide = img({}, 5, hab={**HAB, "width": 1.12})
+    dim = img({}, 5, hab={**HAB, "brightness": 0.85})
     assert np.abs(wide - a).mean() > 2.0
     assert dim.mean() < a.mean()
 
@@ -76,6 +83,14 @@ def test_each_finding_changes_image_and_grows_with_severity(name: str) -> None:
     strong = [np.abs(effect(name, 1.0, s)).sum() for s in SEEDS]
     assert min(weak) > 0, name
     assert np.mean(strong) > 1.3 * np.mean(weak), (name, weak, strong)
+
+
+def test_findings_do_not_shift_each_other() -> None:
+    for s in SEEDS:
+        alone = img({"Lung Lesion": 1.0}, s) - img({}, s)
+        with_other = img({"Lung Lesion": 1.0, "Fracture": 1.0}, s) - img({"Fracture": 1.0}, s)
+        assert np.argmax(alone) == np.argmax(with_other)
+        assert np.corrcoef(alone.ravel(), with_other.ravel())[0, 1] > 0.9
 
 
 @pytest.mark.parametrize(

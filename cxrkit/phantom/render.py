@@ -168,6 +168,15 @@ class _Scene:
         off = ax - _DOME_X
         return self.dome_base[side > 0] + (self.dome_k if off > 0 else 0.8) * off * off
 
+    def cp_angle(self, side: int) -> float:
+        """Height of the lateral costophrenic angle (lowest point of one lung)."""
+        lo, hi = self.dome_base[side > 0], self.lcy + self.lay
+        for _ in range(24):  # bisection: the lateral lung edge meets the dome
+            y = 0.5 * (lo + hi)
+            edge = self.lcx + self.lax * math.sqrt(max(1.0 - ((y - self.lcy) / self.lay) ** 2, 0.0))
+            lo, hi = (y, hi) if self.dome_y(side, edge) > y else (lo, y)
+        return lo
+
     def lung_point(
         self, rng: np.random.Generator, side: int, yr: tuple[float, float], ur: tuple[float, float]
     ) -> tuple[float, float]:
@@ -260,8 +269,8 @@ def _ribs(sc: _Scene, fracture: tuple[float, np.random.Generator] | None) -> Arr
         cut = _ramp(np.abs(t - tf) - gap, edge) * on_side
         band = band * (1.0 - cut * (np.abs(rel) < 2.5 * half + np.abs(step)))
         # Healing callus: a fusiform swelling around the break.
-        along, across = (t - tf) / (0.03 + 0.02 * sev), (rel - 0.5 * step) / (1.8 * half)
-        callus = np.exp(-0.5 * (along * along + across * across)) * on_side * (0.5 + 1.5 * sev)
+        along, across = (t - tf) / (0.035 + 0.025 * sev), (rel - 0.5 * step) / (1.8 * half)
+        callus = np.exp(-0.5 * (along * along + across * across)) * on_side * (0.8 + 1.6 * sev)
     cage = _ramp(np.maximum(t - 0.84, 0.04 - t), 0.06)
     ant_phase = (sc.y + 0.45 * t + 0.5) / 0.16
     ka = np.floor(ant_phase + 0.5)
@@ -388,12 +397,12 @@ def _effusion(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) -> No
     """Basal fluid with a meniscus rising laterally; fills the costophrenic angle."""
     u = rng.random()
     for side in (-1, 1) if u < 0.3 else ((-1,) if u < 0.65 else (1,)):
-        h = max(0.35 * s - 0.03, 0.0) * rng.uniform(0.8, 1.2)
+        h = max(0.62 * s - 0.12, 0.0) * rng.uniform(0.8, 1.2)  # fluid height above the angle
         w = sc.window(0.0, side * 0.95, -0.45, 1.0)
         lateral = np.clip((sc.lat[w] + sc.lax) / (2 * sc.lax), 0.0, 1.0)
-        surface = sc.dome_base[side > 0] - h - (0.02 + 0.15 * s) * lateral**2
+        surface = sc.cp_angle(side) - h - (0.02 + 0.15 * s) * lateral**2
         fluid = np.clip(0.5 + (sc.y[w] - surface) / (0.07 + 0.05 * (1 - s)), 0.0, 1.0) ** 1.5
-        ly.fill(w, (0.3 + 0.65 * s) * fluid * (sc.sg[w] == side))
+        ly.fill(w, (0.15 + 0.8 * s) * fluid * (sc.sg[w] == side))
 
 
 def _edema(sc: _Scene, ly: _Layers, s: float, rng: np.random.Generator) -> None:
