@@ -34,8 +34,10 @@ test-fast: $(STAMP) ## Run the tests that are not marked slow
 lint: $(STAMP) ## ruff over the package and tests
 	$(VENV)/bin/ruff check cxrkit tests
 
-bench: $(STAMP) ## Throughput: pipeline feed (decode vs cache), train/infer images/s, refiner share at 380 px
+bench: $(STAMP) ## Throughput (pipeline feed decode vs cache, train/infer images/s, refiner share at 380 px) + report screenshot
 	$(PY) -m cxrkit.cli bench
+	@if [ -f reports/default/index.html ]; then $(PY) -m cxrkit.cli screenshot reports/default/index.html --out runs/bench/report.png; \
+	else echo "no reports/default/index.html yet: run 'make study' for the report screenshot"; fi
 
 kernel: $(STAMP) ## Also register the "cxrkit" Jupyter kernel for your user (for a JupyterLab outside .venv)
 	$(PY) -m ipykernel install --user --name cxrkit --display-name "Python (cxrkit)"

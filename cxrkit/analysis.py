@@ -35,18 +35,23 @@ def label_correlation(y: np.ndarray | pd.DataFrame, labels: Sequence[str]) -> pd
     return pd.DataFrame(np.asarray(y, dtype=float), columns=list(labels)).corr(method="pearson", min_periods=2)
 
 
-def conditional_probability(y: np.ndarray | pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
-    """P(column label = 1 | row label = 1), i.e. c_mn / c_mm, over images where both are known."""
+def conditional_matrix(y: np.ndarray) -> np.ndarray:
+    """``A[m, n] = c_mn / c_mm``: P(label n = 1 | label m = 1) estimated from a label matrix.
+
+    Rawlekar et al. (2024), eq. 1-2, with unknown labels (NaN) excluded pairwise: ``c_mn``
+    counts images where both are positive, ``c_mm`` images where m is positive and n is known.
+    Entries without any such image are NaN.
+    """
     y = np.asarray(y, dtype=float)
-    known = np.isfinite(y)
-    pos = np.where(known, y, 0.0)
-    both = known.astype(float).T @ known.astype(float)
-    co = pos.T @ pos
-    counts = pos.T @ known.astype(float)  # images where row label positive and column label known
+    known = np.isfinite(y).astype(float)
+    pos = np.where(known > 0, y, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cond = co / counts
-    cond[both == 0] = np.nan
-    return pd.DataFrame(cond, index=list(labels), columns=list(labels))
+        return (pos.T @ pos) / (pos.T @ known)
+
+
+def conditional_probability(y: np.ndarray | pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
+    """:func:`conditional_matrix` as a labelled frame: P(column label = 1 | row label = 1)."""
+    return pd.DataFrame(conditional_matrix(np.asarray(y, dtype=float)), index=list(labels), columns=list(labels))
 
 
 def top_k_conditional(cond: pd.DataFrame, k: int = 3) -> pd.Series:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from cxrkit.config import TrainConfig
 from cxrkit.losses import create_loss
 from cxrkit.models import create_model, create_refiner
-from cxrkit.paths import data_dir
+from cxrkit.paths import data_dir, runs_dir
 from cxrkit.pipeline import Augment, CXRImages, UInt8Cache, make_loader, to_model_input
 from cxrkit.provenance import environment, write_json
 
@@ -83,11 +84,52 @@ def refiner_share(backbone: str = "seresnext101_32x4d", size: int = 380, batch: 
     return {"step_s": t_step, "refiner_s": t_ref, "share_pct": 100 * t_ref / t_step}
 
 
+def process_scaling(data: Path, out: Path, processes: tuple[int, ...] = (1, 2), epochs: int = 2) -> list[dict[str, Any]]:
+    """Training images/s of the default model with 1 and 2 data-parallel processes (torchrun, gloo, CPU).
+
+    Each run trains fold 0 of ``data`` for ``epochs`` epochs with the same global batch; the
+    figure is training images per second of the last epoch's training loop (validation excluded).
+    """
+    import json
+    import subprocess
+    import sys
+
+    from cxrkit.datasets import create_dataset, fingerprint
+    from cxrkit.splits import make_splits, save_splits
+
+    table = create_dataset("gxs", root=data, check_images=False).table
+    folds = out / "folds.csv"
+    if not folds.is_file():
+        save_splits(make_splits(table, table.attrs["labels"], n_folds=3, test_size=0.2, seed=0), folds,
+                    {"fingerprint": fingerprint(table)})
+    rows = []
+    for n in processes:
+        run = out / f"ddp{n}"
+        if run.exists():
+            shutil.rmtree(run)
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"] if n > 1 \
+            else [sys.executable]
+        threads = max(1, (os.cpu_count() or 1) // n)
+        cmd = [*launcher, "-m", "cxrkit.cli", "train", "--data", str(data), "--splits", str(folds), "--epochs",
+               str(epochs), "--no-progress", "--no-tta", "--out", str(run)]
+        res = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": str(threads)}, capture_output=True,
+                             text=True, timeout=1800)
+        if res.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {res.stderr[-2000:]}")
+        hist = pd.read_csv(run / "history.csv")
+        n_train = json.loads((run / "provenance.json").read_text())["n_train"]
+        rows.append({"benchmark": f"train {TrainConfig().backbone} data-parallel (torchrun, gloo)",
+                     "setting": f"{n} process(es) x {threads} thread(s), cpu",
+                     "images/s": n_train / float(hist["train_seconds"].iloc[-1])})
+    return rows
+
+
 def run_bench(data: Path | None = None, out: Path | None = None, quick: bool = False) -> pd.DataFrame:
     """Run every benchmark, print a table, write ``bench.csv`` and ``bench.json`` to ``out``."""
     cfg = TrainConfig()
     data = data or data_dir() / "bench"
-    out = out or Path("runs/bench")
+    out = out or runs_dir() / "bench"
+    out.mkdir(parents=True, exist_ok=True)
     table = ensure_bench_data(data, patients=60 if quick else 350, size=cfg.image_size)
     paths = table["path"].tolist()
     y = table[list(table.attrs["labels"])].to_numpy(dtype=np.float32)
@@ -151,13 +193,13 @@ def run_bench(data: Path | None = None, out: Path | None = None, quick: bool = F
         rows.append({"benchmark": f"inference {cfg.backbone} {cfg.image_size}px",
                      "setting": f"{pipeline}, cpu", "images/s": _timed(infer_epoch)})
 
+    rows += process_scaling(data, out, epochs=1 if quick else 2)
     share = refiner_share(size=128 if quick else 380, batch=2 if quick else 4, repeats=1 if quick else 2)
     rows.append({"benchmark": "refiner share of a train step, seresnext101_32x4d",
                  "setting": f"{128 if quick else 380}px, batch {2 if quick else 4}, cpu",
                  "images/s": float("nan"), "step_s": share["step_s"], "refiner_s": share["refiner_s"],
                  "share_%": share["share_pct"]})
     result = pd.DataFrame(rows)
-    out.mkdir(parents=True, exist_ok=True)
     result.to_csv(out / "bench.csv", index=False)
     write_json(out / "bench.json", {"results": rows, "quick": quick, **environment("cpu")})
     with pd.option_context("display.width", 200, "display.max_colwidth", 60, "display.float_format", "{:.4g}".format):

@@ -1,4 +1,4 @@
-"""``cxrkit`` command line: synth, oracle, folds, train, predict, evaluate, study, bench.
+"""``cxrkit`` command line: synth, oracle, folds, train, predict, evaluate, study, screenshot, bench.
 
 Options mirror the parameter names used by the parameter files and notebooks (``image_size``
 is ``--image-size``). Relative paths are resolved from the project root.
@@ -18,6 +18,7 @@ import yaml
 
 from cxrkit.config import ConfigError, TrainConfig, from_dict, load_yaml
 from cxrkit.paths import resolve
+from cxrkit.provenance import environment, write_json
 
 
 def _add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -97,7 +98,8 @@ def cmd_folds(args: argparse.Namespace) -> int:
     out = resolve(args.out or Path(args.data) / "folds.csv")
     save_splits(splits, out, {"seed": args.seed, "n_folds": args.n_folds, "test_size": args.test_size,
                               "group": args.group, "fingerprint": fingerprint(ds.table),
-                              "dataset": args.dataset, "data": str(resolve(args.data))})
+                              "dataset": args.dataset, "data": str(resolve(args.data)),
+                              "provenance": environment()})
     with __import__("pandas").option_context("display.width", 200, "display.max_columns", 40):
         print(balance_table(ds.table, splits, ds.labels))
     print(f"wrote {out}")
@@ -138,6 +140,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out = resolve(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         report["table"].to_csv(out)
+        write_json(out.with_suffix(".json"), {"predictions": [str(resolve(p)) for p in args.predictions],
+                                              "data": str(resolve(args.data)), "threshold": args.threshold,
+                                              "bootstrap": args.bootstrap, "seed": args.seed,
+                                              "summary": report["lines"], **environment()})
         print(f"wrote {out}")
     return 0
 
@@ -145,8 +151,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_study(args: argparse.Namespace) -> int:
     from cxrkit.study import run_study
 
-    result = run_study(args.file, force=args.force, only=args.only)
+    result = run_study(args.file, force=args.force, only=args.only, jobs=args.jobs)
     print(f"report: {result['index']}")
+    return 0
+
+
+def cmd_screenshot(args: argparse.Namespace) -> int:
+    from cxrkit.screenshot import screenshot
+
+    stats = screenshot(resolve(args.html), resolve(args.out))
+    print(f"wrote {resolve(args.out)}: {stats}")
     return 0
 
 
@@ -218,7 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-f", "--file", default="params/default.yaml", help="study parameter file")
     s.add_argument("--force", action="store_true", help="re-run steps whose inputs did not change")
     s.add_argument("--only", nargs="+", help="run only steps whose name starts with one of these")
+    s.add_argument("--jobs", type=int, default=1,
+                   help="training notebooks run in parallel (one GPU each when GPUs are present)")
     s.set_defaults(func=cmd_study)
+
+    s = sub.add_parser("screenshot", help="headless Chromium screenshot of a report page (checks it is not blank)")
+    s.add_argument("html", nargs="?", default="reports/default/index.html")
+    s.add_argument("--out", default="runs/bench/report.png")
+    s.set_defaults(func=cmd_screenshot)
 
     s = sub.add_parser("bench", help="throughput of the input pipeline, training and the refiner")
     s.add_argument("--data", default="data/bench")

@@ -47,14 +47,17 @@ class TrainConfig:
     backbone: str = "test_resnet"  #: any timm model name; the paper: seresnext101_32x4d
     pretrained: str | None = None  #: local weight file (no hub access)
     drop_rate: float = 0.4
-    refiner: str = "sparse"  #: none | sparse
-    alpha: float = 0.3  #: coupling strength of the sparse refiner
-    l1_lambda: float = 1e-3  #: L1 weight on off-diagonal couplings
+    refiner: str = "sparse"  #: none | sparse | sparse_prior | cooc_gcn
+    alpha: float = 0.3  #: coupling strength of the sparse refiners
+    l1_lambda: float = 1e-3  #: L1 weight on off-diagonal couplings (sparse refiners)
+    gcn_layers: int = 3  #: cooc_gcn: GCN layers (Rawlekar et al.: 3)
+    gcn_hidden: int = 16  #: cooc_gcn: hidden node-feature width
+    gcn_normalize: str = "row"  #: cooc_gcn: row | sym | none normalisation of the prior
     # loss
-    loss: str = "asl"  #: asl | bce
-    gamma_pos: float = 0.0
-    gamma_neg: float = 4.0
-    clip: float = 0.05
+    loss: str = "asl"  #: asl | rasl | bce
+    gamma_pos: float | None = None  #: None: the loss's own default (asl 0, rasl 1)
+    gamma_neg: float | None = None  #: None: the loss's own default (asl 4, rasl 3)
+    clip: float | None = None  #: None: the loss's own default (0.05)
     # optimisation
     image_size: int = 128  #: the paper: 380
     batch_size: int = 32  #: the paper: 24
@@ -89,6 +92,7 @@ class TrainConfig:
         choices = {
             "on_bad_image": ("error", "exclude"),
             "amp": ("auto", "fp16", "bf16", "off"),
+            "gcn_normalize": ("row", "sym", "none"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

@@ -18,13 +18,14 @@ Registry: :data:`LOSSES`, :func:`register_loss`, :func:`create_loss` (``"asl"``,
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from cxrkit.registry import Registry
 
 __all__ = [
     "LOSSES",
@@ -73,25 +74,9 @@ class MultilabelLoss(nn.Module):
 
 
 #: Registry of loss classes by name.
-LOSSES: dict[str, type[MultilabelLoss]] = {}
-
-_L = TypeVar("_L", bound=type[MultilabelLoss])
-
-
-def register_loss(name: str) -> Callable[[_L], _L]:
-    """Class decorator registering a :class:`MultilabelLoss` subclass under ``name``.
-
-    Raises:
-        ValueError: if ``name`` is already registered.
-    """
-
-    def decorator(cls: _L) -> _L:
-        if name in LOSSES:
-            raise ValueError(f"loss {name!r} is already registered ({LOSSES[name].__name__})")
-        LOSSES[name] = cls
-        return cls
-
-    return decorator
+LOSSES: Registry[type[MultilabelLoss]] = Registry("loss")
+#: Class decorator registering a :class:`MultilabelLoss` subclass under a name.
+register_loss = LOSSES.register
 
 
 def create_loss(name: str, train_labels: np.ndarray | None = None, **kwargs: Any) -> MultilabelLoss:
@@ -107,9 +92,7 @@ def create_loss(name: str, train_labels: np.ndarray | None = None, **kwargs: Any
         ValueError: for an unknown name (listing the known ones), or missing ``train_labels``
             where the loss needs them.
     """
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known: {sorted(LOSSES)}")
-    return LOSSES[name].from_train_labels(train_labels, **kwargs)
+    return LOSSES.lookup(name).from_train_labels(train_labels, **kwargs)
 
 
 @register_loss("asl")
@@ -156,6 +139,63 @@ class AsymmetricLoss(MultilabelLoss):
 
     def extra_repr(self) -> str:
         return f"gamma_pos={self.gamma_pos}, gamma_neg={self.gamma_neg}, clip={self.clip}, eps={self.eps}"
+
+
+@register_loss("rasl")
+class ReweightedAsymmetricLoss(AsymmetricLoss):
+    """Re-weighted ASL (Rawlekar et al. 2024, eq. 4-5): per-label weight ``alpha_j`` times ASL.
+
+    The paper writes ``alpha_j = (a_jj / sum_j a_jj)^-1`` with ``a`` its conditional-probability
+    matrix; but ``a_jj = c_jj / c_jj = 1``, which would make every weight ``L``. We use the
+    evident intent, the co-occurrence diagonal ``c_jj`` (positives of label ``j`` in the training
+    fold): ``alpha_j = sum_k c_kk / c_jj``, inverse relative frequency (``weights="counts"``;
+    ``"literal"`` gives the printed formula). With ``normalize=True`` (default) the weights are
+    rescaled to mean 1, which keeps the loss on the scale the learning rate, gradient clipping
+    and the refiners' L1 strength were set for; the relative weights are the paper's. Labels
+    without training positives get the largest weight of the others. Defaults follow the paper:
+    ``gamma_neg=3, gamma_pos=1, clip=0.05``.
+
+    Args:
+        weights: ``(L,)`` per-label weights.
+        gamma_pos, gamma_neg, clip, eps: As in :class:`AsymmetricLoss`.
+    """
+
+    def __init__(self, weights: Tensor, gamma_pos: float = 1.0, gamma_neg: float = 3.0, clip: float = 0.05,
+                 eps: float = 1e-8) -> None:
+        super().__init__(gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip, eps=eps)
+        self.register_buffer("weights", torch.as_tensor(weights, dtype=torch.float32))
+
+    @staticmethod
+    def label_weights(train_labels: np.ndarray, weights: str = "counts", normalize: bool = True) -> Tensor:
+        """``alpha_j`` from the training fold's labels (NaN = unknown, not counted)."""
+        y = np.asarray(train_labels, dtype=float)
+        counts = np.nansum(y == 1, axis=0).astype(float)
+        if weights == "literal":
+            alpha = np.full(y.shape[1], float(y.shape[1]))
+        elif weights == "counts":
+            with np.errstate(divide="ignore"):
+                alpha = counts.sum() / counts
+            finite = np.isfinite(alpha)
+            alpha[~finite] = alpha[finite].max() if finite.any() else 1.0
+        else:
+            raise ValueError(f"weights must be 'counts' or 'literal', got {weights!r}")
+        if normalize:
+            alpha = alpha / alpha.mean()
+        return torch.as_tensor(alpha, dtype=torch.float32)
+
+    @classmethod
+    def from_train_labels(cls, train_labels: np.ndarray | None, weights: str = "counts", normalize: bool = True,
+                          **kwargs: Any) -> ReweightedAsymmetricLoss:
+        if train_labels is None:
+            raise ValueError("loss 'rasl' needs the training fold's labels (train_labels) for its weights")
+        return cls(cls.label_weights(train_labels, weights, normalize), **kwargs)
+
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Per-element ASL times the label's weight."""
+        return super().elementwise(logits, targets) * self.weights.to(logits.dtype)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", weights={[round(w, 3) for w in self.weights.tolist()]}"
 
 
 def pos_weight_from_labels(

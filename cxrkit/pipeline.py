@@ -153,30 +153,47 @@ class CXRImages(Dataset):
 
 
 class EpochSampler(Sampler):
-    """Yields ``(index, epoch)``; shuffles with a permutation that depends only on (seed, epoch)."""
+    """Yields ``(index, epoch)``; shuffles with a permutation that depends only on (seed, epoch).
 
-    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
+    With ``world > 1`` (data-parallel training) rank ``r`` takes ``order[r::world]`` of the same
+    permutation, so at every step the union of the ranks' batches (each ``batch / world``) is
+    exactly the single-process batch. ``pad=True`` (training) repeats the first indices so every
+    rank has the same number of samples; evaluation uses ``pad=False`` and gathers by index.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1, pad: bool = True) -> None:
         self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+        self.rank, self.world, self.pad = rank, world, pad
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def indices(self) -> np.ndarray:
+        """This rank's dataset indices for the current epoch, in order."""
         if self.shuffle:
             order = np.random.default_rng(_sample_seed(self.seed, self.epoch, 7919)).permutation(self.n)
         else:
             order = np.arange(self.n)
-        return iter([(int(i), self.epoch) for i in order])
+        if self.world > 1 and self.pad and self.n % self.world:
+            order = np.concatenate([order, order[: self.world - self.n % self.world]])
+        return order[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(int(i), self.epoch) for i in self.indices()])
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.indices())
 
 
 def make_loader(dataset: CXRImages, batch_size: int, *, shuffle: bool, seed: int, workers: int,
-                drop_last: bool = False, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """A DataLoader over an :class:`EpochSampler` (call ``loader.sampler.set_epoch(e)`` each epoch)."""
+                drop_last: bool = False, pin_memory: bool = False, rank: int = 0, world: int = 1,
+                pad: bool = True) -> torch.utils.data.DataLoader:
+    """A DataLoader over an :class:`EpochSampler` (call ``loader.sampler.set_epoch(e)`` each epoch).
+
+    ``batch_size`` is per process: the caller divides the global batch by ``world``.
+    """
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), seed, shuffle),
+        dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), seed, shuffle, rank, world, pad),
         num_workers=workers, drop_last=drop_last, pin_memory=pin_memory,
         persistent_workers=workers > 0,
     )

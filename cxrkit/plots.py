@@ -147,3 +147,27 @@ def scatter_labels(x: pd.Series, y: pd.Series, xlabel: str, ylabel: str, title: 
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def lambda_sweep(sweep: pd.DataFrame) -> plt.Figure:
+    """Macro AUC (validation mean +- sd over folds, test ensemble) and the fraction of non-zero
+    couplings against the L1 strength lambda (symlog axis, so lambda = 0 is shown)."""
+    s = sweep.sort_values("l1_lambda")
+    lam = s["l1_lambda"].astype(float)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.errorbar(lam, s["val macro AUC (mean)"], yerr=s["val macro AUC (sd)"].fillna(0), marker="o", capsize=4,
+                label="validation macro AUC (mean +- sd over folds)")
+    ax.plot(lam, s["test ensemble macro AUC"], marker="s", label="test macro AUC (fold ensemble)")
+    ax.set_xscale("symlog", linthresh=max(1e-5, float(lam[lam > 0].min()) if (lam > 0).any() else 1e-5))
+    ax.set_xlabel("L1 strength lambda")
+    ax.set_ylabel("macro AUC")
+    ax2 = ax.twinx()
+    ax2.plot(lam, s["non-zero couplings"], color="tab:red", marker="^", ls="--", label="non-zero couplings")
+    ax2.set_ylabel("fraction of non-zero couplings", color="tab:red")
+    ax2.set_ylim(0, 1.05)
+    ax2.grid(False)
+    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(lines, [h.get_label() for h in lines], fontsize=8, loc="lower left")
+    ax.set_title("Sparse refiner: lambda sweep")
+    fig.tight_layout()
+    return fig

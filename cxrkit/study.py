@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cxrkit.config import ConfigError, TrainConfig, from_dict, load_yaml, to_dict
@@ -48,6 +49,8 @@ class StudyConfig:
     test_size: float = 0.2
     split_seed: int = 0
     group: str = "patient"  #: patient | image
+    #: compared variants, the first is the baseline: a refiner name, or a mapping
+    #: {name, refiner, ...train overrides} (e.g. a lambda sweep of the sparse refiner)
     variants: list = field(default_factory=lambda: ["none", "sparse"])
     train: dict = field(default_factory=dict)  #: TrainConfig overrides shared by every run
     bootstrap: int = 1000
@@ -72,11 +75,36 @@ class StudyConfig:
                 raise ConfigError(f"train.{key}: set by the study, not in 'train'")
         from cxrkit.models import REFINERS
 
-        bad = [v for v in self.variants if v not in REFINERS]
+        specs = self.variant_specs()
+        bad = [s["refiner"] for s in specs.values() if s["refiner"] not in REFINERS]
         if bad:
             raise ConfigError(f"variants: unknown refiner(s) {bad}; known: {sorted(REFINERS)}")
-        self.train_config(0, self.variants[0])  # validates the train overrides
+        for name in specs:
+            self.train_config(0, name)  # validates the train overrides of every variant
         return self
+
+    def variant_specs(self) -> dict[str, dict[str, Any]]:
+        """Variant name -> its refiner and train overrides, in order (first = baseline)."""
+        specs: dict[str, dict[str, Any]] = {}
+        for i, v in enumerate(self.variants):
+            if isinstance(v, str):
+                spec = {"name": v, "refiner": v}
+            elif isinstance(v, dict) and isinstance(v.get("name"), str) and isinstance(v.get("refiner"), str):
+                spec = dict(v)
+            else:
+                raise ConfigError(f"variants[{i}]: need a refiner name or a mapping with 'name' and 'refiner', got {v!r}")
+            for key in ("data", "dataset", "dataset_options", "splits", "fold", "out"):
+                if key in spec:
+                    raise ConfigError(f"variants[{i}].{key}: set by the study")
+            if spec["name"] in specs:
+                raise ConfigError(f"variants[{i}]: duplicate variant name {spec['name']!r}")
+            specs[spec["name"]] = spec
+        return specs
+
+    @property
+    def variant_names(self) -> list[str]:
+        """Names of the variants in order (the first is the baseline)."""
+        return list(self.variant_specs())
 
     # --- derived paths -------------------------------------------------------------------
     @property
@@ -95,11 +123,16 @@ class StudyConfig:
         return self.run_dir / variant / f"fold{fold}"
 
     def train_config(self, fold: int, variant: str) -> TrainConfig:
-        """The TrainConfig of one fold and variant (train overrides + the study's data and folds)."""
-        values = {**self.train, "data": self.data, "dataset": self.dataset, "dataset_options": self.dataset_options,
-                  "splits": str(self.splits_path), "fold": fold, "refiner": variant,
+        """The TrainConfig of one fold and variant (train overrides, the variant's own overrides,
+        and the study's data and folds)."""
+        specs = self.variant_specs()
+        if variant not in specs:
+            raise ConfigError(f"unknown variant {variant!r} of study {self.name!r}; known: {list(specs)}")
+        own = {k: v for k, v in specs[variant].items() if k != "name"}
+        values = {**self.train, **own, "data": self.data, "dataset": self.dataset,
+                  "dataset_options": self.dataset_options, "splits": str(self.splits_path), "fold": fold,
                   "out": str(self.train_dir(fold, variant))}
-        return from_dict(TrainConfig, values, source=f"study {self.name!r} train")
+        return from_dict(TrainConfig, values, source=f"study {self.name!r} variant {variant!r}")
 
 
 def load_study(path: str | Path, **overrides: Any) -> StudyConfig:
@@ -137,7 +170,7 @@ def prepare(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
     if current is None or any(current.get(k) != v for k, v in meta.items() if k != "data"):
         splits = make_splits(ds.table, ds.labels, n_folds=cfg.n_folds, test_size=cfg.test_size,
                              seed=cfg.split_seed, group=cfg.group)
-        save_splits(splits, cfg.splits_path, meta)
+        save_splits(splits, cfg.splits_path, {**meta, "provenance": environment()})
     else:
         load_splits(cfg.splits_path)
     return {"data": str(root), "splits": str(cfg.splits_path), "data_fingerprint": fp, "n_images": len(ds.table)}
@@ -145,7 +178,7 @@ def prepare(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
 
 def missing_runs(cfg: StudyConfig, variants: Sequence[str] | None = None) -> list[tuple[int, str]]:
     """(fold, variant) pairs whose training has not finished (no metrics.json)."""
-    return [(k, v) for v in (variants or cfg.variants) for k in range(cfg.n_folds)
+    return [(k, v) for v in (variants or cfg.variant_names) for k in range(cfg.n_folds)
             if not (cfg.train_dir(k, v) / "metrics.json").is_file()]
 
 
@@ -207,11 +240,15 @@ class Outputs:
         return df
 
     def headline(self, **values: Any) -> dict[str, Any]:
-        """Record headline metrics of this step for the index page."""
+        """Record headline metrics of this step for the index page (safe with parallel jobs)."""
+        import fcntl
+
         path = self.cfg.report_dir / "headlines.json"
-        data = json.loads(path.read_text()) if path.is_file() else {}
-        data[self.step] = {**data.get(self.step, {}), **values}
-        write_json(path, data)
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = json.loads(path.read_text()) if path.is_file() else {}
+            data[self.step] = {**data.get(self.step, {}), **values}
+            write_json(path, data)
         return values
 
 
@@ -233,7 +270,7 @@ def plan(cfg: StudyConfig, params_file: str) -> list[Step]:
     """The ordered steps of a study."""
     p = {"params_file": params_file}
     steps = [Step("01_explore", p), Step("02_folds", p)]
-    steps += [Step("03_train", {**p, "fold": k, "refiner": v}) for v in cfg.variants for k in range(cfg.n_folds)]
+    steps += [Step("03_train", {**p, "fold": k, "refiner": v}) for v in cfg.variant_names for k in range(cfg.n_folds)]
     steps += [Step(nb, p) for nb in ("04_coupling", "05_ablation", "06_fold_agreement")]
     return steps
 
@@ -266,8 +303,22 @@ def _render_html(ipynb: Path, out: Path) -> None:
     out.write_text(body)
 
 
+def _runtime_slots(jobs: int) -> list[dict[str, Any]]:
+    """Per parallel job: the device and CPU threads its training notebook uses (one GPU per job
+    when GPUs are present, round robin; on CPU the cores are shared out)."""
+    import os
+
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if gpus:
+        return [{"device": f"cuda:{i % gpus}", "threads": 0} for i in range(jobs)]
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
+    return [{"device": "auto", "threads": threads} for _ in range(jobs)]
+
+
 def run_study(params_file: str | Path, *, force: bool = False, only: Sequence[str] | None = None,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, jobs: int = 1) -> dict[str, Any]:
     """Execute every step of the study with papermill and write the HTML report.
 
     Args:
@@ -275,12 +326,20 @@ def run_study(params_file: str | Path, *, force: bool = False, only: Sequence[st
         force: Re-run steps even when their inputs did not change.
         only: Run only the steps whose name starts with one of these prefixes.
         progress: Print one line per step.
+        jobs: Training notebooks (``03_train``, one per fold and variant) run this many at a
+            time, each as its own papermill job (one GPU each when GPUs are present).
 
     Raises:
         StudyError: naming the failing notebook and cell; the partial outputs are kept.
     """
+    import queue
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     import papermill as pm
 
+    if jobs < 1:
+        raise ConfigError(f"jobs: must be >= 1, got {jobs}")
     params_path = resolve(params_file)
     cfg = load_study(params_path).validate()
     params_arg = str(params_path.relative_to(project_root())) if params_path.is_relative_to(project_root()) else str(params_path)
@@ -290,49 +349,88 @@ def run_study(params_file: str | Path, *, force: bool = False, only: Sequence[st
     shutil.copy(params_path, out / "params.yaml")
     state_file = out / "steps.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-    params_text = params_path.read_text()
-    upstream = ""
-    t_study = time.time()
-    for step in plan(cfg, params_arg):
-        key = _step_key(step, params_text, upstream)
-        upstream = hashlib.sha256((upstream + key).encode()).hexdigest()
-        if only and not any(step.name.startswith(o) for o in only):
-            continue
+    lock = threading.Lock()
+    slots: queue.Queue = queue.Queue()
+    for slot in _runtime_slots(jobs):
+        slots.put(slot)
+
+    def save_state() -> None:
+        with lock:
+            write_json(state_file, state)
+
+    def execute(step: Step, key: str) -> None:
         ipynb, page = out / "notebooks" / f"{step.name}.ipynb", out / "notebooks" / f"{step.name}.html"
-        prev = state.get(step.name, {})
-        if not force and prev.get("key") == key and prev.get("status") == "ok" and ipynb.is_file():
-            if progress:
-                print(f"[skip] {step.name} (unchanged)", flush=True)
-            continue
         if progress:
             print(f"[run ] {step.name} {step.parameters}", flush=True)
         t0 = time.time()
         entry = {"key": key, "notebook": step.notebook, "parameters": step.parameters, "status": "running",
                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        state[step.name] = entry
-        write_json(state_file, state)
+        with lock:
+            state[step.name] = entry
+        save_state()
+        runtime = slots.get() if step.notebook == "03_train" else {}
         try:
             pm.execute_notebook(str(project_root() / "notebooks" / f"{step.notebook}.ipynb"), str(ipynb),
-                                parameters=step.parameters, kernel_name=kernel, cwd=str(project_root()),
-                                progress_bar=False, log_output=False)
+                                parameters={**step.parameters, **runtime}, kernel_name=kernel,
+                                cwd=str(project_root()), progress_bar=False, log_output=False)
         except pm.PapermillExecutionError as exc:
             entry.update(status="failed", seconds=round(time.time() - t0, 1),
                          error=f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}")
-            write_json(state_file, state)
+            save_state()
             _render_html(ipynb, page)
-            write_index(cfg)
             raise StudyError(f"{step.notebook}.ipynb {step.parameters} failed in cell {exc.exec_count}: "
                              f"{exc.ename}: {exc.evalue} (partial notebook: {ipynb})") from None
+        except BaseException:
+            entry.update(status="interrupted", seconds=round(time.time() - t0, 1))
+            save_state()
+            raise
+        finally:
+            if runtime:
+                slots.put(runtime)
         _render_html(ipynb, page)
         entry.update(status="ok", seconds=round(time.time() - t0, 1))
-        write_json(state_file, state)
+        save_state()
         if progress:
-            print(f"       done in {entry['seconds']:.0f} s", flush=True)
-    write_json(out / "provenance.json", {"params_file": str(params_path), "params": to_dict(cfg),
-                                          "wall_seconds_this_invocation": round(time.time() - t_study, 1),
-                                          **environment()})
-    index = write_index(cfg)
-    return {"index": str(index), "report_dir": str(out), "steps": state}
+            print(f"       {step.name} done in {entry['seconds']:.0f} s", flush=True)
+
+    # which steps must run (keys chain through the plan, so a changed step re-runs everything after it)
+    todo: list[tuple[Step, str]] = []
+    upstream, params_text = "", params_path.read_text()
+    for step in plan(cfg, params_arg):
+        key = _step_key(step, params_text, upstream)
+        upstream = hashlib.sha256((upstream + key).encode()).hexdigest()
+        if only and not any(step.name.startswith(o) for o in only):
+            continue
+        prev = state.get(step.name, {})
+        if not force and prev.get("key") == key and prev.get("status") == "ok" and (out / "notebooks" / f"{step.name}.ipynb").is_file():
+            if progress:
+                print(f"[skip] {step.name} (unchanged)", flush=True)
+            continue
+        todo.append((step, key))
+
+    t_study = time.time()
+    try:
+        i = 0
+        while i < len(todo):
+            group = [todo[i]]
+            while jobs > 1 and todo[i][0].notebook == "03_train" and i + len(group) < len(todo) \
+                    and todo[i + len(group)][0].notebook == "03_train":
+                group.append(todo[i + len(group)])
+            if len(group) == 1:
+                execute(*group[0])
+            else:
+                with ThreadPoolExecutor(max_workers=jobs) as pool:
+                    futures = [pool.submit(execute, st, k) for st, k in group]
+                    errors = [f.exception() for f in futures if f.exception() is not None]
+                if errors:
+                    raise errors[0]
+            i += len(group)
+    finally:
+        write_json(out / "provenance.json", {"params_file": str(params_path), "params": to_dict(cfg), "jobs": jobs,
+                                              "wall_seconds_this_invocation": round(time.time() - t_study, 1),
+                                              **environment()})
+        write_index(cfg)
+    return {"index": str(out / "index.html"), "report_dir": str(out), "steps": state}
 
 
 def write_index(cfg: StudyConfig) -> Path:
@@ -353,6 +451,22 @@ def write_index(cfg: StudyConfig) -> Path:
                     f"<td><code>{esc(json.dumps(e['parameters']))}</code></td><td class='{cls}'>{esc(e['status'])}"
                     f"{'<br>' + esc(e.get('error', '')) if e.get('error') else ''}</td>"
                     f"<td>{e.get('seconds', '')}</td><td>{m}</td></tr>")
+    run_rows = []
+    for v in cfg.variant_names:
+        for k in range(cfg.n_folds):
+            d = cfg.train_dir(k, v)
+            if not (d / "provenance.json").is_file():
+                continue
+            p = json.loads((d / "provenance.json").read_text())
+            m = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
+            g = p.get("git", {})
+            cells = [v, k, p.get("params", {}).get("seed"), m.get("best_epoch", ""),
+                     f"{m['best_val_macro_auc']:.4f}" if "best_val_macro_auc" in m else "unfinished",
+                     f"{m['wall_seconds']:.0f}" if "wall_seconds" in m else "", p.get("host", {}).get("device"),
+                     p.get("world_size", 1), p.get("data_fingerprint"),
+                     f"{str(g.get('commit'))[:10]}{' (dirty)' if g.get('dirty') else ''}",
+                     p.get("packages", {}).get("torch")]
+            run_rows.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in cells) + "</tr>")
     figs = sorted((out / "figures").glob("*.png")) if (out / "figures").is_dir() else []
     tabs = sorted((out / "tables").glob("*.csv")) if (out / "tables").is_dir() else []
     total = sum(e.get("seconds", 0) for e in state.values())
@@ -360,14 +474,19 @@ def write_index(cfg: StudyConfig) -> Path:
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>cxrkit study: {esc(cfg.name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}}.ok{{color:#070}}.bad{{color:#b00}}
-.figs img{{max-width:420px;border:1px solid #ddd;margin:4px}}.figs div{{display:inline-block;text-align:center;font-size:12px}}</style>
+.figs{{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px;align-items:start}}
+.figs img{{width:100%;border:1px solid #ddd}}.figs div{{text-align:center;font-size:12px}}</style>
 </head><body><h1>cxrkit study: {esc(cfg.name)}</h1><p>{esc(cfg.description)}</p>
 <p>Parameters: <a href="params.yaml">params.yaml</a> &middot; dataset <code>{esc(cfg.dataset)}</code> at
-<code>{esc(cfg.data)}</code> &middot; {cfg.n_folds} folds ({esc(cfg.group)}-grouped MIS), variants {esc(', '.join(cfg.variants))}
+<code>{esc(cfg.data)}</code> &middot; {cfg.n_folds} folds ({esc(cfg.group)}-grouped MIS), variants {esc(', '.join(cfg.variant_names))}
 &middot; total notebook time {total / 60:.1f} min &middot; code {esc(str(git.get('commit')))}{' (dirty)' if git.get('dirty') else ''}
 &middot; {esc(prov.get('time', ''))}</p>
 <h2>Notebooks</h2><table><tr><th>step</th><th>parameters</th><th>status</th><th>seconds</th><th>headline</th></tr>
 {''.join(rows)}</table>
+<h2>Training runs</h2><table><tr><th>variant</th><th>fold</th><th>seed</th><th>best epoch</th>
+<th>val macro AUC</th><th>wall s</th><th>device</th><th>processes</th><th>data fingerprint</th><th>code</th><th>torch</th></tr>
+{''.join(run_rows)}</table><p>Each run folder (<code>{esc(str(cfg.run_dir))}</code>) holds params.json, provenance.json,
+history.csv, checkpoints and predictions.</p>
 <h2>Figures</h2><div class="figs">{''.join(f"<div><a href='figures/{esc(f.name)}'><img src='figures/{esc(f.name)}'></a><br>{esc(f.stem)}</div>" for f in figs)}</div>
 <h2>Tables</h2><ul>{''.join(f"<li><a href='tables/{esc(t.name)}'>{esc(t.stem)}</a></li>" for t in tabs)}</ul>
 <h2>Provenance</h2><pre>{esc(json.dumps({k: prov.get(k) for k in ('python', 'packages', 'host', 'git')}, indent=1))}</pre>
@@ -427,9 +546,44 @@ def true_coupling(cfg: StudyConfig) -> pd.DataFrame | None:
     return coupling_matrix()
 
 
-def fold_couplings(cfg: StudyConfig, variant: str) -> dict[int, pd.DataFrame]:
-    """The learned coupling matrix of every fold of a variant."""
-    return {k: pd.read_csv(cfg.train_dir(k, variant) / "coupling.csv", index_col=0) for k in range(cfg.n_folds)}
+def fold_couplings(cfg: StudyConfig, variant: str, kind: str = "effective") -> dict[int, pd.DataFrame]:
+    """The coupling matrix of every fold of a variant: ``effective`` (logit units, comparable
+    across refiners; :func:`cxrkit.models.effective_coupling`) or ``raw`` (the refiner's own
+    parameter: A for the sparse refiners, the fixed prior P(column | row) for cooc_gcn)."""
+    name = {"effective": "effective_coupling.csv", "raw": "coupling.csv"}[kind]
+    return {k: pd.read_csv(cfg.train_dir(k, variant) / name, index_col=0) for k in range(cfg.n_folds)}
+
+
+def coupled_variants(cfg: StudyConfig) -> list[str]:
+    """Variants whose refiner has a coupling matrix (every one but ``none``)."""
+    return [v for v in cfg.variant_names if cfg.train_config(0, v).refiner != "none"]
+
+
+def lambda_sweep(cfg: StudyConfig) -> pd.DataFrame | None:
+    """Per sparse variant with its own ``l1_lambda``: validation macro AUC (mean, sd over folds),
+    test ensemble macro AUC and the fraction of non-zero couplings; None without such a sweep."""
+    from cxrkit.analysis import sparsity
+    from cxrkit.metrics import macro_auc
+
+    rows = {}
+    for v in cfg.variant_names:
+        t = cfg.train_config(0, v)
+        if t.refiner not in ("sparse", "sparse_prior"):
+            continue
+        aucs = [json.loads((cfg.train_dir(k, v) / "metrics.json").read_text())["val_macro_auc"]
+                for k in range(cfg.n_folds)]
+        folds = fold_predictions(cfg, v, "test")
+        images = folds[0].index
+        ens = sum(f.loc[images].to_numpy() for f in folds.values()) / len(folds)
+        nonzero = [1 - sparsity(a) for a in fold_couplings(cfg, v, "raw").values()]
+        rows[v] = {"refiner": t.refiner, "l1_lambda": t.l1_lambda, "val macro AUC (mean)": float(np.mean(aucs)),
+                   "val macro AUC (sd)": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else float("nan"),
+                   "test ensemble macro AUC": macro_auc(true_labels(cfg, images), ens),
+                   "non-zero couplings": float(np.mean(nonzero))}
+    table = pd.DataFrame(rows).T
+    if len(table) < 2 or table["l1_lambda"].nunique() < 2:
+        return None
+    return table.sort_values("l1_lambda")
 
 
 def true_labels(cfg: StudyConfig, images: Sequence[str]) -> Any:
@@ -447,65 +601,107 @@ def _patients(cfg: StudyConfig, images: Sequence[str]) -> Any:
     return table.set_index("image").loc[list(images), "patient_id"].to_numpy()
 
 
+def main_variant(cfg: StudyConfig) -> str:
+    """The variant the ensemble analyses describe: ``sparse`` (the paper's model) if present, else the last."""
+    return "sparse" if "sparse" in cfg.variant_names else cfg.variant_names[-1]
+
+
+def comparisons(cfg: StudyConfig) -> list[tuple[str, str]]:
+    """Paired comparisons (a, b) reported as b - a: every variant against the baseline, plus the
+    learned sparse coupling against the co-occurrence GCN when both are in the study."""
+    base = cfg.variant_names[0]
+    pairs = [(base, v) for v in cfg.variant_names[1:]]
+    if "sparse" in cfg.variant_names and "cooc_gcn" in cfg.variant_names:
+        pairs.append(("cooc_gcn", "sparse"))
+    return pairs
+
+
 def ablation(cfg: StudyConfig) -> dict[str, Any]:
     """Every variant against the first one (the baseline) on identical folds and seeds.
 
     Returns ``per_fold`` (validation macro AUC per fold and variant), ``paired`` (paired patient
-    bootstrap differences vs the baseline: per fold on validation, and on the test ensemble),
-    ``per_label_delta`` (test ensemble), ``test_summary`` (single folds, ensemble, TTA on/off,
-    oracle) and ``headline``.
+    bootstrap differences, see :func:`comparisons`: per fold on validation, and on the test
+    ensemble), ``per_label_delta`` (test ensemble), ``test_summary`` (single folds, ensemble, TTA
+    on/off, oracle), ``metrics`` (test ensemble: macro AUC, mAP, CP/CR/CF1/OP/OR/OF1) and ``headline``.
     """
-    from cxrkit.metrics import bootstrap_macro_auc, macro_auc, paired_bootstrap_diff, per_label_auc
+    from cxrkit.metrics import (
+        bootstrap_macro_auc,
+        evaluate,
+        macro_auc,
+        paired_bootstrap_diff,
+        per_label_auc,
+    )
 
-    base = cfg.variants[0]
+    names, base = cfg.variant_names, cfg.variant_names[0]
+    seed = int(cfg.train.get("seed", 0))
     per_fold, paired = {}, {}
     for k in range(cfg.n_folds):
-        preds = {v: fold_predictions(cfg, v, "val")[k] for v in cfg.variants}
+        preds = {v: fold_predictions(cfg, v, "val")[k] for v in names}
         images = preds[base].index
         y, groups = true_labels(cfg, images), _patients(cfg, images)
         per_fold[f"fold {k}"] = {v: macro_auc(y, p.loc[images].to_numpy()) for v, p in preds.items()}
-        for v in cfg.variants[1:]:
-            d = paired_bootstrap_diff(y, preds[base].loc[images].to_numpy(), preds[v].loc[images].to_numpy(),
-                                      n_boot=cfg.bootstrap, seed=cfg.train.get("seed", 0), groups=groups)
-            paired[f"{v} - {base}, fold {k} (val)"] = d
+        for a, b in comparisons(cfg):
+            paired[f"{b} - {a}, fold {k} (val)"] = paired_bootstrap_diff(
+                y, preds[a].loc[images].to_numpy(), preds[b].loc[images].to_numpy(), n_boot=cfg.bootstrap,
+                seed=seed, groups=groups)
     per_fold_df = pd.DataFrame(per_fold).T
     per_fold_df.loc["mean"] = per_fold_df.mean()
     per_fold_df.loc["std"] = per_fold_df.iloc[:-1].std(ddof=1)
 
-    test, summary, ens = {}, {}, {}
-    for v in cfg.variants:
+    summary, ens = {}, {}
+    for v in names:
         for tta in (True, False):
             folds = fold_predictions(cfg, v, "test", tta=tta)
             images = folds[0].index
             stack = [f.loc[images].to_numpy() for f in folds.values()]
-            test[(v, tta)] = sum(stack) / len(stack)
             y = true_labels(cfg, images)
-            for k, s in enumerate(stack):
-                summary.setdefault(f"fold {k}", {})[f"{v}{'' if tta else ' (no TTA)'}"] = macro_auc(y, s)
-            summary.setdefault("ensemble", {})[f"{v}{'' if tta else ' (no TTA)'}"] = macro_auc(y, test[(v, tta)])
-        ens[v] = test[(v, True)]
+            col = f"{v}{'' if tta else ' (no TTA)'}"
+            for k, sc in enumerate(stack):
+                summary.setdefault(f"fold {k}", {})[col] = macro_auc(y, sc)
+            mean = sum(stack) / len(stack)
+            summary.setdefault("ensemble", {})[col] = macro_auc(y, mean)
+            if tta:
+                ens[v] = mean
     y, groups = true_labels(cfg, images), _patients(cfg, images)
     test_summary = pd.DataFrame(summary).T
-    ci = {v: bootstrap_macro_auc(y, ens[v], n_boot=cfg.bootstrap, groups=groups) for v in cfg.variants}
-    test_summary.loc["ensemble 95% CI low"] = {v: ci[v]["low"] for v in cfg.variants}
-    test_summary.loc["ensemble 95% CI high"] = {v: ci[v]["high"] for v in cfg.variants}
+    ci = {v: bootstrap_macro_auc(y, ens[v], n_boot=cfg.bootstrap, seed=seed, groups=groups) for v in names}
+    test_summary.loc["ensemble 95% CI low"] = {v: ci[v]["low"] for v in names}
+    test_summary.loc["ensemble 95% CI high"] = {v: ci[v]["high"] for v in names}
     oracle = oracle_table(cfg, by_split=True)
-    headline: dict[str, Any] = {f"test_ensemble_{v}": float(test_summary.loc["ensemble", v]) for v in cfg.variants}
+    headline: dict[str, Any] = {f"test_ensemble_{v}": float(test_summary.loc["ensemble", v]) for v in names}
     if oracle is not None:
         test_summary["oracle"] = float(oracle.loc["test", "oracle"])
         test_summary["marginal oracle"] = float(oracle.loc["test", "marginal oracle"])
-        for v in cfg.variants:
+        for v in names:
             test_summary[f"{v} / oracle"] = test_summary[v] / test_summary["oracle"]
         headline["test_oracle"] = float(oracle.loc["test", "oracle"])
-    labels = [c for c in fold_predictions(cfg, base, "test")[0].columns]
-    per_label = {v: per_label_auc(y, ens[v], labels) for v in cfg.variants}
-    delta = pd.DataFrame({f"{v} - {base}": per_label[v] - per_label[base] for v in cfg.variants[1:]})
-    for v in cfg.variants[1:]:
-        d = paired_bootstrap_diff(y, ens[base], ens[v], n_boot=cfg.bootstrap, seed=0, groups=groups)
-        paired[f"{v} - {base}, test ensemble"] = d
-        headline[f"test_diff_{v}_vs_{base}"] = f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+    labels = list(fold_predictions(cfg, base, "test")[0].columns)
+    per_label = {v: per_label_auc(y, ens[v], labels) for v in names}
+    delta = pd.DataFrame({f"{b} - {a}": per_label[b] - per_label[a] for a, b in comparisons(cfg)})
+    for a, b in comparisons(cfg):
+        d = paired_bootstrap_diff(y, ens[a], ens[b], n_boot=cfg.bootstrap, seed=seed, groups=groups)
+        paired[f"{b} - {a}, test ensemble"] = d
+        headline[f"test_diff_{b}_vs_{a}"] = f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+    metrics = {}
+    for v in names:
+        m = evaluate(y, ens[v], labels, threshold=cfg.threshold)
+        metrics[v] = {"macro AUC": m["macro_auc"], "mAP": m["mAP"],
+                      **{f"{k}@{cfg.threshold:g}": m[k] for k in ("CP", "CR", "CF1", "OP", "OR", "OF1")}}
     return {"per_fold": per_fold_df, "paired": pd.DataFrame(paired).T, "per_label_delta": delta,
-            "test_summary": test_summary, "headline": headline}
+            "test_summary": test_summary, "metrics": pd.DataFrame(metrics).T, "headline": headline}
+
+
+def training_conditional(cfg: StudyConfig) -> pd.DataFrame:
+    """P(column | row) on the training part (all folds, never the test split)."""
+    from cxrkit.analysis import conditional_probability
+    from cxrkit.datasets import create_dataset
+    from cxrkit.splits import load_splits
+
+    table = create_dataset(cfg.dataset, root=cfg.data, check_images=False, **cfg.dataset_options).table
+    splits = load_splits(cfg.splits_path, table)
+    train = table[(splits["split"] == "train").to_numpy()]
+    labels = table.attrs["labels"]
+    return conditional_probability(train[labels], labels)
 
 
 def final_test_table(cfg: StudyConfig) -> pd.DataFrame:
@@ -513,7 +709,7 @@ def final_test_table(cfg: StudyConfig) -> pd.DataFrame:
     from cxrkit.metrics import bootstrap_macro_auc
 
     rows = {}
-    for v in cfg.variants:
+    for v in cfg.variant_names:
         folds = fold_predictions(cfg, v, "test")
         images = folds[0].index
         ens = sum(f.loc[images].to_numpy() for f in folds.values()) / len(folds)
@@ -533,7 +729,7 @@ def our_table_i_rows(cfg: StudyConfig, final: pd.DataFrame) -> pd.DataFrame:
     """Our rows for Table I, each labelled with the data it was measured on."""
     dataset = (f"cxrkit phantom (synthetic, {cfg.data}) test split" if is_phantom(cfg)
                else f"{cfg.dataset} at {cfg.data}, held-out test split")
-    backbone = cfg.train_config(0, cfg.variants[0]).backbone
+    backbone = cfg.train_config(0, cfg.variant_names[0]).backbone
     rows = [{"study": f"cxrkit ({cfg.name}): {name}", "dataset": dataset,
              "model": backbone if "oracle" not in name else "exact posterior, no model",
              "protocol": f"{cfg.n_folds}-fold {cfg.group}-grouped MIS", "macro AUC": r["macro AUC"]}

@@ -26,7 +26,7 @@ from cxrkit.config import ConfigError, TrainConfig, to_dict
 from cxrkit.datasets import create_dataset, fingerprint, label_matrix
 from cxrkit.losses import create_loss
 from cxrkit.metrics import macro_auc, per_label_auc
-from cxrkit.models import create_model
+from cxrkit.models import create_model, effective_coupling
 from cxrkit.paths import data_dir, resolve
 from cxrkit.pipeline import Augment, CXRImages, UInt8Cache, make_loader, to_model_input
 from cxrkit.predict import autocast_context, predict_probs, resolve_amp, write_predictions
@@ -50,6 +50,65 @@ def pick_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+@dataclass
+class Dist:
+    """Data-parallel context: launched by ``torchrun`` (``WORLD_SIZE`` > 1) or a single process.
+
+    Only rank 0 writes files; every rank computes and gathers the metrics.
+    """
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+    def all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every rank (so all ranks skip a step together)."""
+        flag = torch.isfinite(loss.detach()).float().reshape(1)
+        if self.enabled:
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def gather_rows(self, idx: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+        """Reassemble per-rank rows (dataset positions ``idx``) into the full ``(n, ...)`` array."""
+        if not self.enabled:
+            return values
+        parts: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(parts, (np.asarray(idx), values))
+        full = np.empty((n, *values.shape[1:]), dtype=values.dtype)
+        for i, v in parts:
+            full[i] = v
+        return full
+
+
+def init_distributed() -> tuple[Dist, torch.device | None]:
+    """Join the process group when launched by torchrun (NCCL on GPUs, gloo on CPU)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), None
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
+    device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return Dist(rank, world, local_rank), device
 
 
 def file_digest(path: str | Path) -> str:
@@ -80,6 +139,7 @@ class FoldData:
     test_idx: np.ndarray
     data_fingerprint: str
     splits_fingerprint: str
+    csv_digest: str = ""
 
 
 def load_fold(cfg: TrainConfig, report_dir: Path) -> FoldData:
@@ -105,7 +165,29 @@ def load_fold(cfg: TrainConfig, report_dir: Path) -> FoldData:
     splits = splits.set_index("image").loc[table["image"]].reset_index()
     train_idx, val_idx = fold_indices(splits, cfg.fold)
     return FoldData(table, ds.labels, np.asarray(train_idx), np.asarray(val_idx), np.asarray(test_indices(splits)),
-                    fingerprint(table), file_digest(splits_path))
+                    fingerprint(table), file_digest(splits_path), file_digest(ds.csv))
+
+
+#: TrainConfig fields passed to each refiner's constructor (refiner argument -> config field).
+REFINER_OPTIONS: dict[str, dict[str, str]] = {
+    "none": {},
+    "sparse": {"alpha": "alpha", "lam": "l1_lambda"},
+    "sparse_prior": {"alpha": "alpha", "lam": "l1_lambda"},
+    "cooc_gcn": {"layers": "gcn_layers", "hidden": "gcn_hidden", "normalize": "gcn_normalize"},
+}
+#: TrainConfig fields passed to each loss (None values fall back to the loss's own defaults).
+LOSS_OPTIONS: dict[str, tuple[str, ...]] = {"asl": ("gamma_pos", "gamma_neg", "clip"),
+                                            "rasl": ("gamma_pos", "gamma_neg", "clip"), "bce": ()}
+
+
+def refiner_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """Constructor arguments of the configured refiner."""
+    return {arg: getattr(cfg, field) for arg, field in REFINER_OPTIONS.get(cfg.refiner, {}).items()}
+
+
+def loss_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """Constructor arguments of the configured loss (only those set)."""
+    return {k: getattr(cfg, k) for k in LOSS_OPTIONS.get(cfg.loss, ()) if getattr(cfg, k) is not None}
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -151,12 +233,17 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
         raise TrainingError(f"{last_path} was written with other parameters {diff} (old, new); "
                             f"use another --out or delete the folder to start over")
 
+    dist, dist_device = init_distributed()
+    if cfg.batch_size % dist.world or cfg.eval_batch_size % dist.world:
+        raise ConfigError(f"batch_size {cfg.batch_size} and eval_batch_size {cfg.eval_batch_size} (global batches) "
+                          f"must be divisible by the {dist.world} processes")
     data = load_fold(cfg, out)
-    device = pick_device(cfg.device)
-    write_run_record(out, params, device=str(device), extra={
-        "data_fingerprint": data.data_fingerprint, "splits_fingerprint": data.splits_fingerprint,
-        "n_train": len(data.train_idx), "n_val": len(data.val_idx), "n_test": len(data.test_idx),
-        "resumed_from_epoch": state["epoch"] if state else None})
+    device = dist_device or pick_device(cfg.device)
+    if dist.main:
+        write_run_record(out, params, device=str(device), extra={
+            "data_fingerprint": data.data_fingerprint, "splits_fingerprint": data.splits_fingerprint,
+            "csv_sha256": data.csv_digest, "n_train": len(data.train_idx), "n_val": len(data.val_idx), "n_test": len(data.test_idx),
+            "world_size": dist.world, "resumed_from_epoch": state["epoch"] if state else None})
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -165,18 +252,21 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
     y = label_matrix(data.table).astype(np.float32)
     model = create_model(cfg.backbone, len(data.labels), refiner=cfg.refiner, pretrained=cfg.pretrained,
                          drop_rate=cfg.drop_rate,
-                         refiner_kwargs={"alpha": cfg.alpha, "lam": cfg.l1_lambda} if cfg.refiner != "none" else {})
+                         refiner_kwargs=refiner_kwargs(cfg))
     model.fit_prior(y[data.train_idx])
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     mean, std = model.data_config["mean"], model.data_config["std"]
-    criterion = create_loss(cfg.loss, train_labels=y[data.train_idx],
-                            **({"gamma_pos": cfg.gamma_pos, "gamma_neg": cfg.gamma_neg, "clip": cfg.clip}
-                               if cfg.loss == "asl" else {})).to(device)
+    criterion = create_loss(cfg.loss, train_labels=y[data.train_idx], **loss_kwargs(cfg)).to(device)
 
     paths = data.table["path"].tolist()
-    cache = UInt8Cache(paths, cfg.image_size, data_dir() / "cache", progress=cfg.progress) if cfg.cache else None
+    cache = None
+    if cfg.cache:  # rank 0 builds the cache file, the others then open it
+        if dist.main:
+            cache = UInt8Cache(paths, cfg.image_size, data_dir() / "cache", progress=cfg.progress)
+        dist.barrier()
+        cache = cache or UInt8Cache(paths, cfg.image_size, data_dir() / "cache")
 
     def subset(idx: np.ndarray, augment: Augment | None) -> CXRImages:
         c = None
@@ -186,10 +276,12 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
 
     aug = Augment(cfg.image_size, cfg.rrc_scale, cfg.hflip, cfg.rotate, cfg.color_jitter)
     pin = device.type == "cuda"
-    train_loader = make_loader(subset(data.train_idx, aug), cfg.batch_size, shuffle=True, seed=cfg.seed,
-                               workers=cfg.workers, drop_last=len(data.train_idx) > cfg.batch_size, pin_memory=pin)
-    val_loader = make_loader(subset(data.val_idx, None), cfg.eval_batch_size, shuffle=False, seed=cfg.seed,
-                             workers=cfg.workers, pin_memory=pin)
+    shard = {"rank": dist.rank, "world": dist.world}
+    train_loader = make_loader(subset(data.train_idx, aug), cfg.batch_size // dist.world, shuffle=True,
+                               seed=cfg.seed, workers=cfg.workers, drop_last=len(data.train_idx) > cfg.batch_size,
+                               pin_memory=pin, **shard)
+    val_loader = make_loader(subset(data.val_idx, None), cfg.eval_batch_size // dist.world, shuffle=False,
+                             seed=cfg.seed, workers=cfg.workers, pin_memory=pin, pad=False, **shard)
 
     steps_per_epoch = len(train_loader)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
@@ -203,6 +295,9 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
 
         ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup)
     eval_model = ema.module if ema is not None else model
+    net = model
+    if dist.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     history: list[dict[str, Any]] = []
     best = {"epoch": -1, "val_macro_auc": -math.inf}
@@ -234,12 +329,12 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
             x = to_model_input(images, mean, std, device, channels_last=device.type == "cuda")
             target, mask = target.to(device, non_blocking=True), mask.to(device, non_blocking=True)
             with autocast_context(device, cfg.amp):
-                logits = model(x)
+                logits = net(x)
             loss = criterion(logits.float(), target, mask) + model.penalty()
             if fault_hook is not None:
                 loss = fault_hook(step, loss)
             optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
+            if not dist.all_finite(loss):
                 skipped += 1
                 nonfinite += 1
                 if nonfinite > cfg.max_nonfinite:
@@ -258,8 +353,9 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
             losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         bar.close()
+        t_train = time.time() - t0
 
-        val_probs = predict_probs(eval_model, val_loader, device, mean=mean, std=std, amp=cfg.amp)
+        val_probs = _predict(dist, eval_model, val_loader, device, mean, std, cfg.amp, False, False)
         y_val = y[data.val_idx]
         val_auc = macro_auc(y_val, val_probs)
         coupling = eval_model.coupling()
@@ -267,32 +363,44 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
                "val_loss": _val_loss(criterion, val_probs, y_val, device), "val_macro_auc": val_auc,
                "lr": optimizer.param_groups[0]["lr"], "nonfinite_skipped": skipped,
                "coupling_nonzero": float(np.mean(np.abs(_offdiag(coupling)) > 1e-3)) if coupling is not None else float("nan"),
-               "seconds": time.time() - t0}
+               "train_seconds": t_train, "seconds": time.time() - t0}
         history.append(row)
         epoch += 1
         if val_auc > best["val_macro_auc"]:
             best = {"epoch": epoch, "val_macro_auc": val_auc}
             bad_epochs = 0
-            _save(best_path, {"model": eval_model.state_dict(), "epoch": epoch, "val_macro_auc": val_auc,
-                              "labels": data.labels, "params": params})
+            if dist.main:
+                _save(best_path, {"model": eval_model.state_dict(), "epoch": epoch, "val_macro_auc": val_auc,
+                                  "labels": data.labels, "params": params})
         else:
             bad_epochs += 1
         done = epoch >= cfg.epochs or bad_epochs >= cfg.patience
-        pd.DataFrame(history).to_csv(out / "history.csv", index=False)
-        _save(last_path, {"model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                          "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "best": best,
-                          "bad_epochs": bad_epochs, "nonfinite": nonfinite, "params": params, "done": done})
-        if cfg.progress:
+        if dist.main:
+            pd.DataFrame(history).to_csv(out / "history.csv", index=False)
+            _save(last_path, {"model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                              "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "best": best,
+                              "bad_epochs": bad_epochs, "nonfinite": nonfinite, "params": params, "done": done})
+        dist.barrier()
+        if cfg.progress and dist.main:
             print(f"fold {cfg.fold} {cfg.refiner}: epoch {epoch} val macro AUC {val_auc:.4f} "
                   f"(best {best['val_macro_auc']:.4f} @ {best['epoch']})", flush=True)
 
-    summary = finish(cfg, data, model if ema is None else ema.module, best_path, device, mean, std, subset)
+    summary = finish(cfg, data, model if ema is None else ema.module, best_path, device, mean, std, subset, dist)
     summary.update({"best_epoch": best["epoch"], "best_val_macro_auc": best["val_macro_auc"],
-                    "epochs_run": len(history), "nonfinite_skipped": nonfinite,
+                    "epochs_run": len(history), "nonfinite_skipped": nonfinite, "world_size": dist.world,
                     "wall_seconds": time.time() - t_start, "out": str(out)})
-    write_json(out / "metrics.json", summary)
+    if dist.main:
+        write_json(out / "metrics.json", summary)
+    dist.barrier()
     return summary
+
+
+def _predict(dist: Dist, model: torch.nn.Module, loader: torch.utils.data.DataLoader, device: torch.device,
+             mean: Any, std: Any, amp: str, tta: bool, progress: bool) -> np.ndarray:
+    """Probabilities for the whole (unsharded) dataset of ``loader``, gathered from every rank."""
+    probs = predict_probs(model, loader, device, mean=mean, std=std, amp=amp, tta=tta, progress=progress)
+    return dist.gather_rows(loader.sampler.indices(), probs, len(loader.dataset))
 
 
 class _Indexed:
@@ -322,8 +430,9 @@ def _val_loss(criterion: torch.nn.Module, probs: np.ndarray, y: np.ndarray, devi
 
 
 def finish(cfg: TrainConfig, data: FoldData, model: torch.nn.Module, best_path: Path, device: torch.device,
-           mean: Any, std: Any, subset: Callable[[np.ndarray, Any], CXRImages]) -> dict[str, Any]:
+           mean: Any, std: Any, subset: Callable[[np.ndarray, Any], CXRImages], dist: Dist | None = None) -> dict[str, Any]:
     """Load the best checkpoint, save validation (out-of-fold) and test predictions and the coupling matrix."""
+    dist = dist or Dist()
     out = resolve(cfg.out)
     best = torch.load(best_path, map_location="cpu", weights_only=False)
     model.load_state_dict(best["model"])
@@ -337,19 +446,25 @@ def finish(cfg: TrainConfig, data: FoldData, model: torch.nn.Module, best_path: 
     for split, idx in (("val", data.val_idx), ("test", data.test_idx)):
         if len(idx) == 0:
             continue
-        loader = make_loader(subset(idx, None), cfg.eval_batch_size, shuffle=False, seed=cfg.seed,
-                             workers=cfg.workers, pin_memory=device.type == "cuda")
+        loader = make_loader(subset(idx, None), cfg.eval_batch_size // dist.world, shuffle=False, seed=cfg.seed,
+                             workers=cfg.workers, pin_memory=device.type == "cuda", rank=dist.rank,
+                             world=dist.world, pad=False)
         for tta in ((False, True) if cfg.tta else (False,)):
-            probs = predict_probs(model, loader, device, mean=mean, std=std, amp=cfg.amp, tta=tta,
-                                  progress=cfg.progress)
+            probs = _predict(dist, model, loader, device, mean, std, cfg.amp, tta, cfg.progress and dist.main)
             name = f"pred_{split}{'' if tta or not cfg.tta else '_notta'}.csv"
-            write_predictions(out / name, images[idx], data.labels, probs, {**meta, "split": split, "tta": tta})
+            if dist.main:
+                write_predictions(out / name, images[idx], data.labels, probs,
+                                  {**meta, "split": split, "tta": tta})
             key = f"{split}_macro_auc{'' if tta or not cfg.tta else '_notta'}"
             summary[key] = macro_auc(y[idx], probs)
             if split == "val" and (tta or not cfg.tta):
                 summary["val_per_label_auc"] = per_label_auc(y[idx], probs, data.labels).to_dict()
     coupling = model.coupling()
-    if coupling is not None:
+    if coupling is not None and dist.main:
         pd.DataFrame(coupling, index=data.labels, columns=data.labels).to_csv(out / "coupling.csv",
                                                                               float_format="%.6f")
+        prev = np.clip(np.nanmean(y[data.train_idx], axis=0), 0.01, 0.99)
+        effective = effective_coupling(model.refiner, np.log(prev / (1 - prev)))
+        pd.DataFrame(effective, index=data.labels, columns=data.labels).to_csv(out / "effective_coupling.csv",
+                                                                               float_format="%.6f")
     return summary

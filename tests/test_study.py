@@ -89,7 +89,7 @@ def test_smoke_study_writes_the_report(smoke_study):
     report = cfg.report_dir
     index = Path(result["index"]).read_text()
     steps = json.loads((report / "steps.json").read_text())
-    assert len(steps) == 2 + cfg.n_folds * len(cfg.variants) + 3
+    assert len(steps) == 2 + cfg.n_folds * len(cfg.variant_names) + 3
     assert all(s["status"] == "ok" for s in steps.values())
     for name in steps:
         assert (report / "notebooks" / f"{name}.html").is_file()
@@ -97,12 +97,17 @@ def test_smoke_study_writes_the_report(smoke_study):
     figures = {p.stem for p in (report / "figures").glob("*.png")}
     for fig in ("fig2_label_prevalence", "fig3_sample_images", "fig4_fold_agreement", "fig5a_label_correlation",
                 "fig5b_prediction_correlation", "fig6_across_fold_std", "fig7_coupling_sparse",
-                "fig8_probability_histograms", "ablation_paired_differences", "coupling_true_vs_learned"):
+                "fig8_probability_histograms", "ablation_paired_differences", "coupling_true_vs_learned",
+                "fig7_coupling_cooc_gcn", "coupling_side_by_side", "gain_vs_cooccurrence_sparse_vs_none"):
         assert fig in figures, fig
         assert f"figures/{fig}.png" in index
     tables = {p.stem for p in (report / "tables").glob("*.csv")}
     assert {"fold_balance", "table_i", "final_test_auc", "ablation_per_fold", "coupling_recovery",
-            "oracle_by_split", "image_split_leakage", "data_quality"} <= tables
+            "oracle_by_split", "image_split_leakage", "data_quality", "ablation_threshold_metrics",
+            "gain_vs_cooccurrence"} <= tables
+    paired = (report / "tables" / "ablation_paired_differences.csv").read_text()
+    assert "sparse - cooc_gcn, test ensemble" in paired  # the learned-vs-prior question is answered
+    assert "Training runs" in index and index.count("<td>sparse</td>") == cfg.n_folds
     heads = json.loads((report / "headlines.json").read_text())
     assert 0 < heads["05_ablation"]["test_oracle"] <= 1
     assert (report.parent / "index.html").is_file()
@@ -113,9 +118,10 @@ def test_smoke_study_writes_the_report(smoke_study):
 @pytest.mark.slow
 def test_rerun_skips_unchanged_steps(smoke_study, capsys):
     params, _ = smoke_study
+    cfg = load_study(params)
     run_study(params, progress=True)
     out = capsys.readouterr().out
-    assert "[run ]" not in out and out.count("[skip]") == 2 + 3 * 2 + 3
+    assert "[run ]" not in out and out.count("[skip]") == 2 + cfg.n_folds * len(cfg.variant_names) + 3
 
 
 @pytest.mark.slow
