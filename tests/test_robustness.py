@@ -12,16 +12,17 @@ Bad input tried
 * images: a corrupt image (random bytes), a truncated PNG (first half of the file), a zero-byte
   file, a missing image file (``train``; corrupt and missing also through the CLI);
 * ``train.csv``: a label column removed; a misspelled label column (``Cardiomegally``); duplicate
-  image names; label values ``yes``, ``2`` and ``-1`` without an uncertainty policy (message names
-  the column and the CSV line, and the CLI run); empty, blank and ``NaN`` ``Patient_ID`` cells
-  (message names the lines);
+  image names; label values ``yes``, ``2`` and ``-1`` without an uncertainty policy (the message
+  names the column and the CSV line; also through the CLI); empty, blank and literal ``NaN``
+  ``Patient_ID`` cells (the message names the lines; ``cxrkit folds`` on that file is refused too);
 * parameters: a parameter file (``cxrkit train --config file.yaml``) with an unknown key
   (``epoch``), with wrong types (``epochs: "3"``, ``batch_size: 16.5``, ``cache: "no"``); a fold
   index out of range (``fold=3`` with 3 folds, through ``train`` and the CLI);
 * image folder not matching the CSV: ``images/`` emptied; ``data`` pointed at a folder whose
   ``images/`` holds other file names;
 * ``folds.csv`` made for other data: ``train.csv`` rewritten with one image dropped, and with one
-  label flipped, the old ``folds.csv`` kept (with ``on_bad_image="error"`` and ``"exclude"``);
+  label flipped, the old ``folds.csv`` kept (with ``on_bad_image="error"``, also through the CLI,
+  and with ``on_bad_image="exclude"``);
 * ``on_bad_image="exclude"`` with one corrupt image: ``excluded_images.csv`` in the run folder
   names it and its reason; the run trains and predicts on exactly the remaining rows.
 
@@ -256,8 +257,9 @@ def test_invalid_label_value_names_column_and_line(value, data, tiny_cfg, tmp_pa
     "   ",
     pytest.param("NaN", marks=pytest.mark.xfail(
         strict=True, reason="the gxs loader reads train.csv with na_filter=False and treats only blank cells as "
-                            "missing: a literal 'NaN' Patient_ID is accepted as a patient named 'NaN' "
-                            "(`cxrkit folds` then groups every such row into one patient)")),
+                            "missing: a literal 'NaN' Patient_ID is accepted as patient 'NaN', `cxrkit folds` "
+                            "succeeds, and train then fails with a misleading 'patient_id differs between "
+                            "folds.csv and the table' (load_splits parses 'NaN' as NA) naming no train.csv line")),
 ])
 def test_missing_patient_id_names_the_lines(marker, data, tiny_cfg, capsys, tripwire):
     def blank(d):
