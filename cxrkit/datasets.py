@@ -64,6 +64,11 @@ _SAMPLE = 50  # image paths probed to tell a wrong image directory from a few mi
 _UNSUPPORTED_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # would clip in convert("L")
 
 
+#: Cell values read as a missing id (pandas' NA spellings; ids are read as literal strings).
+MISSING_SPELLINGS = frozenset({"", "nan", "NaN", "NAN", "NA", "N/A", "n/a", "null", "NULL", "None", "none",
+                               "<NA>", "#N/A", "-nan", "-NaN"})
+
+
 class DataError(ValueError):
     """Bad dataset input: a file, column, row or image that cannot be used as given."""
 
@@ -414,10 +419,12 @@ class CXRDataset:
         self._check_table(built)
         table = built.table
         self.excluded = pd.DataFrame(columns=["image", "path", "reason"], dtype=object)
+        self.table_before_exclusion: pd.DataFrame | None = None
         if check_images:
             self._check_directory(table)
             bad = _check_image_files(table["path"].tolist(), workers=workers)
             if on_bad_image == "exclude":
+                self.table_before_exclusion = table.reset_index(drop=True)
                 table = self._exclude(table, bad, report_dir)  # type: ignore[arg-type]
             elif len(bad):
                 items = [f"{p} ({r})" for p, r in zip(bad["path"], bad["reason"], strict=True)]
@@ -429,6 +436,10 @@ class CXRDataset:
         table = table.reset_index(drop=True)
         table.attrs.update(labels=list(self.labels), dataset=self.name, source=str(self.csv))
         self.table: pd.DataFrame = table
+        if self.table_before_exclusion is not None:
+            self.table_before_exclusion.attrs.update(table.attrs)
+        else:
+            self.table_before_exclusion = table
 
     def __len__(self) -> int:
         return len(self.table)
@@ -501,7 +512,7 @@ class CXRDataset:
                 f"at {_lines_of(dup, lines)}"
             )
         pid = t["patient_id"]
-        no_pid = pid.isna() | (pid.astype(str).str.strip() == "")
+        no_pid = pid.isna() | pid.astype(str).str.strip().isin(MISSING_SPELLINGS)
         if no_pid.any():
             raise DataError(f"{file}: missing patient id at {_lines_of(no_pid, lines)}")
 

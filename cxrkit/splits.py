@@ -347,7 +347,7 @@ def load_splits(path: str | Path, table: pd.DataFrame | None = None) -> pd.DataF
     for p in (csv_path, json_path):
         if not p.is_file():
             raise FileNotFoundError(f"no splits file {p}")
-    splits = pd.read_csv(csv_path, dtype={"image": str, "patient_id": str, "split": str})
+    splits = pd.read_csv(csv_path, dtype={"image": str, "patient_id": str, "split": str}, keep_default_na=False)
     record = json.loads(json_path.read_text())
     absent = [k for k in _PARAMS if k not in record]
     if absent:

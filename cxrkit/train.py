@@ -150,22 +150,18 @@ def load_fold(cfg: TrainConfig, report_dir: Path) -> FoldData:
     splits_path = resolve(cfg.splits)
     if not splits_path.is_file():
         raise FileNotFoundError(f"splits file not found: {splits_path} (make it with `cxrkit folds`)")
-    table = ds.table
-    splits = load_splits(splits_path, table if cfg.on_bad_image == "error" else None)
+    # folds are checked against the table as written (before any excluded image is dropped)
+    full = ds.table_before_exclusion
+    splits = load_splits(splits_path, full)
     made_for = splits.attrs.get("fingerprint")
-    if cfg.on_bad_image == "error" and made_for not in (None, fingerprint(table)):
+    if made_for not in (None, fingerprint(full)):
         raise ConfigError(f"{splits_path} was made for other data (fingerprint {made_for}, the data at {root} "
-                          f"has {fingerprint(table)}); run `cxrkit folds` again")
-    excluded = set(getattr(ds, "excluded", pd.DataFrame(columns=["image"]))["image"]) if cfg.on_bad_image == "exclude" else set()
-    splits = splits[~splits["image"].isin(excluded)]
-    missing = set(table["image"]) - set(splits["image"])
-    if missing:
-        raise ConfigError(f"{splits_path}: {len(missing)} images of the dataset have no split, "
-                          f"e.g. {sorted(missing)[:5]}")
+                          f"has {fingerprint(full)}); run `cxrkit folds` again")
+    table = ds.table
     splits = splits.set_index("image").loc[table["image"]].reset_index()
     train_idx, val_idx = fold_indices(splits, cfg.fold)
     return FoldData(table, ds.labels, np.asarray(train_idx), np.asarray(val_idx), np.asarray(test_indices(splits)),
-                    fingerprint(table), file_digest(splits_path), file_digest(ds.csv))
+                    fingerprint(full), file_digest(splits_path), file_digest(ds.csv))
 
 
 #: TrainConfig fields passed to each refiner's constructor (refiner argument -> config field).

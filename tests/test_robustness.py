@@ -255,11 +255,8 @@ def test_invalid_label_value_names_column_and_line(value, data, tiny_cfg, tmp_pa
 @pytest.mark.parametrize("marker", [
     "",
     "   ",
-    pytest.param("NaN", marks=pytest.mark.xfail(
-        strict=True, reason="the gxs loader reads train.csv with na_filter=False and treats only blank cells as "
-                            "missing: a literal 'NaN' Patient_ID is accepted as patient 'NaN', `cxrkit folds` "
-                            "succeeds, and train then fails with a misleading 'patient_id differs between "
-                            "folds.csv and the table' (load_splits parses 'NaN' as NA) naming no train.csv line")),
+    "NaN",
+    "null",
 ])
 def test_missing_patient_id_names_the_lines(marker, data, tiny_cfg, capsys, tripwire):
     def blank(d):
@@ -367,8 +364,6 @@ def test_folds_made_for_other_data_are_refused(change, data, tiny_cfg, tmp_path,
     assert expected in err
 
 
-@pytest.mark.xfail(strict=True, reason="load_fold checks folds.json's fingerprint and the folds/table match only "
-                                       "when on_bad_image='error'; with 'exclude' stale folds are used silently")
 @pytest.mark.parametrize("change", ["drop_image", "flip_label"])
 def test_folds_made_for_other_data_are_refused_in_exclude_mode(change, data, tiny_cfg, tripwire):
     (_drop_one_image if change == "drop_image" else _flip_one_label)(data)
