@@ -153,11 +153,18 @@ def prepare(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
     from cxrkit.splits import load_splits, make_splits, save_splits
 
     root = resolve(cfg.data)
-    if cfg.phantom is not None and not (root / "train.csv").is_file():
-        from cxrkit.phantom.generate import generate
+    if cfg.phantom is not None:
+        from cxrkit.phantom.generate import code_digest, generate
 
-        generate(root, n_patients=cfg.phantom.get("patients", 1700), size=cfg.phantom.get("size", 128),
-                 seed=cfg.phantom.get("seed", 0), progress=progress)
+        want = {"n_patients": cfg.phantom.get("patients", 1700), "size": cfg.phantom.get("size", 128),
+                "seed": cfg.phantom.get("seed", 0), "code_digest": code_digest()}
+        marker = root / "phantom.json"
+        have = json.loads(marker.read_text()) if marker.is_file() else None
+        if have is None or any(have.get(k) != v for k, v in want.items()) or not have.get("complete", True):
+            if have is not None and progress:
+                print(f"regenerating the phantom at {root}: its parameters or generator code changed", flush=True)
+            generate(root, n_patients=want["n_patients"], size=want["size"], seed=want["seed"], progress=progress,
+                     overwrite=have is not None)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist: set 'data' in the parameter file to "
                                 f"your copy of the dataset (see README, 'Using a real dataset')")

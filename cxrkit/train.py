@@ -234,6 +234,10 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
         raise ConfigError(f"batch_size {cfg.batch_size} and eval_batch_size {cfg.eval_batch_size} (global batches) "
                           f"must be divisible by the {dist.world} processes")
     data = load_fold(cfg, out)
+    identity = {"data_fingerprint": data.data_fingerprint, "splits_fingerprint": data.splits_fingerprint}
+    if state is not None and state.get("data", identity) != identity:
+        raise TrainingError(f"{last_path} was trained on other data or folds ({state['data']}, now {identity}); "
+                            f"use another --out or delete the folder to start over")
     device = dist_device or pick_device(cfg.device)
     if dist.main:
         write_run_record(out, params, device=str(device), extra={
@@ -376,7 +380,8 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
             _save(last_path, {"model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                               "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "best": best,
-                              "bad_epochs": bad_epochs, "nonfinite": nonfinite, "params": params, "done": done})
+                              "bad_epochs": bad_epochs, "nonfinite": nonfinite, "params": params, "done": done,
+                              "data": identity})
         dist.barrier()
         if cfg.progress and dist.main:
             print(f"fold {cfg.fold} {cfg.refiner}: epoch {epoch} val macro AUC {val_auc:.4f} "

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -133,3 +134,36 @@ def test_failure_names_notebook_and_cell_and_keeps_partial_output(tmp_path):
     assert (report / "notebooks" / "01_explore.ipynb").is_file()
     steps = json.loads((report / "steps.json").read_text())
     assert steps["01_explore"]["status"] == "failed" and "02_folds" not in steps
+
+
+def test_prepare_regenerates_a_stale_phantom_and_its_folds(tmp_path):
+    from cxrkit.study import prepare
+
+    params = _smoke_copy(tmp_path, phantom={"patients": 30, "size": 32, "seed": 0})
+    cfg = load_study(params).validate()
+    first = prepare(cfg, progress=False)
+    assert prepare(cfg, progress=False) == first  # unchanged: nothing rebuilt
+    meta = json.loads((Path(cfg.data) / "phantom.json").read_text())
+    meta["code_digest"] = "0" * 16  # as if the generator code had changed
+    (Path(cfg.data) / "phantom.json").write_text(json.dumps(meta))
+    assert prepare(cfg, progress=False)["data_fingerprint"] == first["data_fingerprint"]  # same code, same data
+    cfg2 = load_study(_smoke_copy(tmp_path, phantom={"patients": 40, "size": 32, "seed": 0})).validate()
+    second = prepare(cfg2, progress=False)
+    assert second["data_fingerprint"] != first["data_fingerprint"] and second["n_images"] > first["n_images"]
+    folds = pd.read_csv(cfg2.splits_path)
+    assert len(folds) == second["n_images"]
+
+
+@pytest.mark.slow
+def test_parallel_jobs_run_the_training_notebooks_side_by_side(tmp_path):
+    params = _smoke_copy(tmp_path, n_folds=2, variants=["none", "sparse"])
+    result = run_study(params, progress=False, jobs=2)
+    steps = result["steps"]
+    train_steps = [s for s in steps.values() if s["notebook"] == "03_train"]
+    assert len(train_steps) == 4 and all(s["status"] == "ok" for s in steps.values())
+    # with 2 jobs at least two training notebooks overlapped in time
+    import datetime as dt
+
+    spans = sorted((dt.datetime.fromisoformat(s["started"]).timestamp(), s["seconds"]) for s in train_steps)
+    assert any(b[0] < a[0] + a[1] for a, b in zip(spans, spans[1:]))
+    assert json.loads((Path(result["report_dir"]) / "provenance.json").read_text())["jobs"] == 2

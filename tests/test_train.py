@@ -115,3 +115,20 @@ def test_fold_out_of_range_fails_before_training(tiny_cfg):
     with pytest.raises(ValueError, match="fold"):
         train(dataclasses.replace(tiny_cfg, fold=3))
     assert not (Path(tiny_cfg.out) / "last.pt").exists()
+
+
+def test_resume_refuses_a_run_made_on_other_data(tiny_cfg, tmp_path):
+    import shutil
+
+    from cxrkit.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cfg.data, data)
+    cfg = dataclasses.replace(tiny_cfg, data=str(data), splits=str(data / "folds.csv"), epochs=1)
+    train(cfg)
+    csv = pd.read_csv(data / "train.csv")
+    csv.loc[3, "Edema"] = 1 - csv.loc[3, "Edema"]
+    csv.to_csv(data / "train.csv", index=False)
+    assert main(["folds", "--data", str(data), "--n-folds", "3", "--test-size", "0.2"]) == 0
+    with pytest.raises(TrainingError, match="trained on other data"):
+        train(cfg)

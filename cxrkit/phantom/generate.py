@@ -68,11 +68,23 @@ def _model_parameters() -> dict[str, Any]:
     }
 
 
+def code_digest() -> str:
+    """Short sha256 of the phantom's source (label model, renderer, writer): when it changes,
+    earlier phantom output is stale even with the same parameters."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("model.py", "render.py", "generate.py"):
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _parameters(n_patients: int, size: int, seed: int, config: PhantomConfig) -> dict[str, Any]:
     """Everything that determines the output (compared to decide whether a rerun is idempotent)."""
     return {
         "generator": GENERATOR,
         "version": __version__,
+        "code_digest": code_digest(),
         "n_patients": n_patients,
         "size": size,
         "seed": seed,
