@@ -34,6 +34,13 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(flag, dest=f.name, default=None, type=yaml.safe_load, help=doc)
 
 
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    """``--data``, ``--dataset`` and ``--dataset-options`` (a JSON object of loader options)."""
+    parser.add_argument("--data", default="data/phantom", help="dataset folder")
+    parser.add_argument("--dataset", default="gxs", help="loader: gxs | chexpert | nih | mimic")
+    parser.add_argument("--dataset-options", type=json.loads, default={}, help="JSON object of loader options")
+
+
 def _config_from_args(cls: type, args: argparse.Namespace) -> Any:
     """Parameters: dataclass defaults <- ``--config`` YAML file <- explicit options."""
     values: dict[str, Any] = load_yaml(args.config) if args.config else {}
@@ -89,8 +96,7 @@ def cmd_folds(args: argparse.Namespace) -> int:
     from cxrkit.datasets import create_dataset, fingerprint
     from cxrkit.splits import balance_table, check_leakage, make_splits, save_splits
 
-    options = json.loads(args.dataset_options) if args.dataset_options else {}
-    ds = create_dataset(args.dataset, root=resolve(args.data), check_images=False, **options)
+    ds = create_dataset(args.dataset, root=resolve(args.data), check_images=False, **args.dataset_options)
     splits = make_splits(ds.table, ds.labels, n_folds=args.n_folds, test_size=args.test_size, seed=args.seed,
                          group=args.group)
     if args.group == "patient":
@@ -131,9 +137,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cxrkit.evaluate import evaluate_files
 
-    options = json.loads(args.dataset_options) if args.dataset_options else {}
     report = evaluate_files([resolve(p) for p in args.predictions], data=resolve(args.data), dataset=args.dataset,
-                            dataset_options=options, threshold=args.threshold, n_boot=args.bootstrap,
+                            dataset_options=args.dataset_options, threshold=args.threshold, n_boot=args.bootstrap,
                             seed=args.seed)
     print(report["text"])
     if args.out:
@@ -195,9 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_oracle)
 
     s = sub.add_parser("folds", help="patient-grouped MIS test split and K folds -> folds.csv")
-    s.add_argument("--data", default="data/phantom")
-    s.add_argument("--dataset", default="gxs")
-    s.add_argument("--dataset-options", help="JSON object of loader options")
+    _add_data_options(s)
     s.add_argument("--n-folds", type=int, default=3)
     s.add_argument("--test-size", type=float, default=0.2)
     s.add_argument("--seed", type=int, default=0)
@@ -219,9 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="metrics of one prediction file, or the paired difference of two")
     s.add_argument("predictions", nargs="+", help="one file, or two (baseline first) for a paired comparison")
-    s.add_argument("--data", default="data/phantom")
-    s.add_argument("--dataset", default="gxs")
-    s.add_argument("--dataset-options", help="JSON object of loader options")
+    _add_data_options(s)
     s.add_argument("--threshold", type=float, default=0.5)
     s.add_argument("--bootstrap", type=int, default=1000)
     s.add_argument("--seed", type=int, default=0)

@@ -155,12 +155,16 @@ def test_prepare_regenerates_a_stale_phantom_and_its_folds(tmp_path):
 
 
 @pytest.mark.slow
-def test_parallel_jobs_run_the_training_notebooks_side_by_side(tmp_path):
-    params = _smoke_copy(tmp_path, n_folds=2, variants=["none", "sparse"])
+def test_parallel_jobs_and_a_lambda_sweep(tmp_path):
+    params = _smoke_copy(tmp_path, n_folds=2,
+                         variants=["none", {"name": "sparse_l0", "refiner": "sparse", "l1_lambda": 0.0}, "sparse"])
     result = run_study(params, progress=False, jobs=2)
     steps = result["steps"]
     train_steps = [s for s in steps.values() if s["notebook"] == "03_train"]
-    assert len(train_steps) == 4 and all(s["status"] == "ok" for s in steps.values())
+    assert len(train_steps) == 6 and all(s["status"] == "ok" for s in steps.values())
+    sweep = pd.read_csv(Path(result["report_dir"]) / "tables" / "lambda_sweep.csv", index_col=0)
+    assert list(sweep["l1_lambda"]) == [0.0, 0.001] and sweep["non-zero couplings"].between(0, 1).all()
+    assert (Path(result["report_dir"]) / "figures" / "lambda_sweep.png").is_file()
     # with 2 jobs at least two training notebooks overlapped in time
     import datetime as dt
 
