@@ -138,8 +138,8 @@ def run_bench(data: Path | None = None, out: Path | None = None, quick: bool = F
     rows: list[dict[str, Any]] = []
     workers_list = (0,) if quick else (0, min(2, os.cpu_count() or 1))
 
-    def feed(pipeline: str, workers: int) -> float:
-        ds = CXRImages(paths, y, cfg.image_size, augment=aug, cache=cache if pipeline == "cache" else None)
+    def feed(pipeline: str, workers: int, augment: Augment | None = aug) -> float:
+        ds = CXRImages(paths, y, cfg.image_size, augment=augment, cache=cache if pipeline == "cache" else None)
         loader = make_loader(ds, cfg.batch_size, shuffle=True, seed=0, workers=workers)
 
         def one_epoch() -> int:
@@ -148,6 +148,11 @@ def run_bench(data: Path | None = None, out: Path | None = None, quick: bool = F
         one_epoch()  # start workers
         return _timed(one_epoch, repeats=1 if quick else 2)
 
+    plain = {p: feed(p, 0, augment=None) for p in ("decode", "cache")}  # evaluation pipeline: no augmentation
+    for p, r in plain.items():
+        rows.append({"benchmark": "feed (no augmentation)", "setting": f"{p}, 0 workers", "images/s": r})
+    rows.append({"benchmark": "feed speed-up cache/decode, no augmentation", "setting": "0 workers",
+                 "images/s": plain["cache"] / plain["decode"]})
     for workers in workers_list:
         rates = {p: feed(p, workers) for p in ("decode", "cache")}
         for p, r in rates.items():
