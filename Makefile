@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cxrkit-installed
 PARAMS ?= params/default.yaml
+JOBS ?= auto
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
@@ -22,8 +23,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install cxrkit with its dev tools (skipped when up to date)
 
-study: $(STAMP) ## Run the whole study on the embedded phantom and write the report (PARAMS=params/default.yaml)
-	$(PY) -m cxrkit.cli study -f $(PARAMS)
+study: $(STAMP) ## Run the whole study on the embedded phantom and write the report (PARAMS=params/default.yaml JOBS=auto)
+	$(PY) -m cxrkit.cli study -f $(PARAMS) --jobs $(JOBS)
 
 test: $(STAMP) ## Run every test (unit, slow and notebook regression tests)
 	$(PY) -m pytest -q

@@ -153,6 +153,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jobs(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from cxrkit.study import run_study
 
@@ -233,8 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-f", "--file", default="params/default.yaml", help="study parameter file")
     s.add_argument("--force", action="store_true", help="re-run steps whose inputs did not change")
     s.add_argument("--only", nargs="+", help="run only steps whose name starts with one of these")
-    s.add_argument("--jobs", type=int, default=1,
-                   help="training notebooks run in parallel (one GPU each when GPUs are present)")
+    s.add_argument("--jobs", type=_jobs, default=1,
+                   help="training notebooks run in parallel (one GPU each when GPUs are present); "
+                        "'auto': one per GPU, else 2 on a CPU with >= 2 cores")
     s.set_defaults(func=cmd_study)
 
     s = sub.add_parser("screenshot", help="headless Chromium screenshot of a report page (checks it is not blank)")

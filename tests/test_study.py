@@ -171,3 +171,24 @@ def test_parallel_jobs_and_a_lambda_sweep(tmp_path):
     spans = sorted((dt.datetime.fromisoformat(s["started"]).timestamp(), s["seconds"]) for s in train_steps)
     assert any(b[0] < a[0] + a[1] for a, b in zip(spans, spans[1:]))
     assert json.loads((Path(result["report_dir"]) / "provenance.json").read_text())["jobs"] == 2
+
+
+@pytest.mark.parametrize("jobs", [0, "two", 1.5, True])
+def test_bad_jobs_fail_before_anything_runs(tmp_path, jobs):
+    with pytest.raises(ConfigError, match="jobs: must be an integer >= 1 or 'auto'"):
+        run_study(_smoke_copy(tmp_path), progress=False, jobs=jobs)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_auto_jobs_uses_every_gpu_or_two_cpu_processes(monkeypatch):
+    import torch
+
+    from cxrkit import study
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert study.auto_jobs() == 3
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert study.auto_jobs() == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert study.auto_jobs() == 1
