@@ -294,3 +294,44 @@ def test_cxrmodel_rejects_width_mismatch() -> None:
     backbone = timm.create_model(BACKBONE, pretrained=False, num_classes=L + 1)
     with pytest.raises(ValueError, match="outputs"):
         CXRModel(backbone, create_refiner("none", L))
+
+
+def test_paper_configuration_model_takes_a_training_step(tmp_path: Path) -> None:
+    """params/paper.yaml's backbone (SE-ResNeXt101 32x4d, dropout 0.4), sparse refiner and ASL,
+    with ImageNet-layout (1000-class) weights from a local file: one optimiser step on a CPU at a
+    small image size moves the backbone and the coupling matrix and keeps the diagonal at zero."""
+    from cxrkit.labels import VOCABULARY
+    from cxrkit.losses import create_loss
+    from cxrkit.paths import project_root
+    from cxrkit.study import load_study
+    from cxrkit.train import loss_kwargs, refiner_kwargs
+
+    cfg = load_study(project_root() / "params" / "paper.yaml").validate().train_config(0, "sparse")
+    assert cfg.backbone == "seresnext101_32x4d"
+    torch.manual_seed(0)
+    imagenet = timm.create_model(cfg.backbone, pretrained=False, num_classes=1000)
+    weights = tmp_path / "seresnext101_32x4d.pth"
+    torch.save(imagenet.state_dict(), weights)
+    n = len(VOCABULARY)
+    model = create_model(cfg.backbone, n, refiner=cfg.refiner, pretrained=weights, drop_rate=cfg.drop_rate,
+                         refiner_kwargs=refiner_kwargs(cfg))
+    torch.testing.assert_close(model.backbone.conv1.weight, imagenet.conv1.weight)
+    assert model.backbone.drop_rate == 0.4 and model.refiner.alpha.item() == pytest.approx(0.3)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 64, 64, generator=g)
+    y = (torch.rand(2, n, generator=g) < 0.3).float()
+    y[0, 3] = float("nan")  # unknown label: masked
+    loss_fn = create_loss(cfg.loss, train_labels=y.numpy(), **loss_kwargs(cfg))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    before_conv = model.backbone.conv1.weight.detach().clone()
+    model.train()
+    logits = model(x)
+    assert logits.shape == (2, n)
+    loss = loss_fn(logits, y) + model.penalty()
+    assert torch.isfinite(loss)
+    loss.backward()
+    opt.step()
+    assert not torch.equal(model.backbone.conv1.weight, before_conv)
+    coupling = model.coupling()
+    assert np.abs(coupling).sum() > 0 and np.all(np.diag(coupling) == 0)
