@@ -495,6 +495,9 @@ def write_index(cfg: StudyConfig) -> Path:
     tabs = sorted((out / "tables").glob("*.csv")) if (out / "tables").is_dir() else []
     total = sum(e.get("seconds", 0) for e in state.values())
     git = prov.get("git", {})
+    wall = ""
+    if prov.get("wall_seconds_this_invocation") is not None:
+        wall = f" (last invocation: {prov['wall_seconds_this_invocation'] / 60:.1f} min wall time, {prov.get('jobs', 1)} parallel job(s))"
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>cxrkit study: {esc(cfg.name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}}.ok{{color:#070}}.bad{{color:#b00}}
@@ -503,7 +506,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}}
 </head><body><h1>cxrkit study: {esc(cfg.name)}</h1><p>{esc(cfg.description)}</p>
 <p>Parameters: <a href="params.yaml">params.yaml</a> &middot; dataset <code>{esc(cfg.dataset)}</code> at
 <code>{esc(cfg.data)}</code> &middot; {cfg.n_folds} folds ({esc(cfg.group)}-grouped MIS), variants {esc(', '.join(cfg.variant_names))}
-&middot; total notebook time {total / 60:.1f} min &middot; code {esc(str(git.get('commit')))}{' (dirty)' if git.get('dirty') else ''}
+&middot; total notebook time {total / 60:.1f} min{wall} &middot; code {esc(str(git.get('commit')))}{' (dirty)' if git.get('dirty') else ''}
 &middot; {esc(prov.get('time', ''))}</p>
 <h2>Notebooks</h2><table><tr><th>step</th><th>parameters</th><th>status</th><th>seconds</th><th>headline</th></tr>
 {''.join(rows)}</table>

@@ -171,6 +171,7 @@ def test_parallel_jobs_and_a_lambda_sweep(tmp_path):
     spans = sorted((dt.datetime.fromisoformat(s["started"]).timestamp(), s["seconds"]) for s in train_steps)
     assert any(b[0] < a[0] + a[1] for a, b in zip(spans, spans[1:]))
     assert json.loads((Path(result["report_dir"]) / "provenance.json").read_text())["jobs"] == 2
+    assert "min wall time, 2 parallel job(s))" in Path(result["index"]).read_text()
 
 
 @pytest.mark.parametrize("jobs", [0, "two", 1.5, True])
