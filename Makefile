@@ -35,17 +35,20 @@ test-fast: $(STAMP) ## Run the tests that are not marked slow
 lint: $(STAMP) ## ruff over the package and tests
 	$(VENV)/bin/ruff check cxrkit tests
 
-bench: $(STAMP) ## Throughput (pipeline feed decode vs cache, train/infer images/s, refiner share at 380 px) + report screenshot
+bench: $(STAMP) ## Throughput and speed goals (cache vs decode, train/infer images/s, refiner share at 380 px) + report screenshot (needs Debian's chromium)
 	$(PY) -m cxrkit.cli bench
-	@if [ -f reports/default/index.html ]; then $(PY) -m cxrkit.cli screenshot reports/default/index.html --out runs/bench/report.png; \
-	else echo "no reports/default/index.html yet: run 'make study' for the report screenshot"; fi
+	@if [ ! -f reports/default/index.html ]; then echo "no reports/default/index.html yet ('make study' writes it): screenshotting the smoke study's report"; \
+	  $(PY) -m cxrkit.cli study -f params/smoke.yaml --jobs $(JOBS) && \
+	  $(PY) -m cxrkit.cli screenshot reports/smoke/index.html --out runs/bench/report.png; \
+	else $(PY) -m cxrkit.cli screenshot reports/default/index.html --out runs/bench/report.png; fi
 
 kernel: $(STAMP) ## Also register the "cxrkit" Jupyter kernel for your user (for a JupyterLab outside .venv)
 	$(PY) -m ipykernel install --user --name cxrkit --display-name "Python (cxrkit)"
 
-clean: ## Remove generated data, caches and run outputs (keeps .venv)
-	rm -rf data runs reports/runs .pytest_cache .ruff_cache
-	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
+clean: ## Remove generated data, caches, run outputs and reports (keeps .venv and reports/README.md)
+	rm -rf data runs .pytest_cache .ruff_cache
+	[ ! -d reports ] || find reports -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean ## Also remove the virtual environment
 	rm -rf $(VENV) *.egg-info

@@ -63,13 +63,41 @@ def top_k_conditional(cond: pd.DataFrame, k: int = 3) -> pd.Series:
     return pd.Series(vals)
 
 
-def strongest_couplings(coupling: pd.DataFrame, n: int = 10) -> pd.DataFrame:
-    """The n off-diagonal entries of largest magnitude: source, target, value."""
+def strongest_couplings(coupling: pd.DataFrame, n: int = 10, resolution: float = 0.01) -> pd.DataFrame:
+    """The n off-diagonal entries of largest magnitude: source, target, value.
+
+    The ranking is stable across machines and thread counts: magnitudes are compared rounded to
+    ``resolution`` times the largest one (entries that differ only by floating-point noise tie),
+    and ties are ordered by source, then target label name.
+    """
     values = coupling.to_numpy(dtype=float, copy=True)
     np.fill_diagonal(values, np.nan)
     s = pd.DataFrame(values, index=coupling.index, columns=coupling.columns).stack().rename("value").reset_index()
     s.columns = ["source", "target", "value"]
-    return s.reindex(s["value"].abs().sort_values(ascending=False).index).head(n).reset_index(drop=True)
+    s = s.dropna(subset=["value"])  # the diagonal (and any undefined entry)
+    s["source"], s["target"] = s["source"].astype(str), s["target"].astype(str)
+    top = s["value"].abs().max()
+    scale = top * resolution if np.isfinite(top) and top > 0 else 1.0
+    s["_rank"] = -np.round(s["value"].abs() / scale)
+    s = s.sort_values(["_rank", "source", "target"], kind="stable")
+    return s.drop(columns="_rank").head(n).reset_index(drop=True)
+
+
+def gain_trend(x: pd.Series, gains: pd.DataFrame) -> pd.DataFrame:
+    """Per column of ``gains`` (per-label gains, e.g. ΔAP): the Spearman rank correlation with
+    ``x`` (e.g. each label's mean top-3 conditional probability, Rawlekar et al. Fig. 2) over the
+    labels where both are finite: ``labels``, ``spearman rho`` and its two-sided ``p-value``
+    (NaN with fewer than 3 labels or a constant variable)."""
+    rows = {}
+    for col in gains.columns:
+        both = pd.concat([x.rename("x"), gains[col].rename("y")], axis=1, join="inner").dropna()
+        rho = p = float("nan")
+        if len(both) >= 3 and both["x"].nunique() > 1 and both["y"].nunique() > 1:
+            res = spearmanr(both["x"], both["y"])
+            rho, p = float(res.statistic), float(res.pvalue)
+        rows[col] = {"labels": len(both), "spearman rho": rho, "p-value": p}
+    out = pd.DataFrame.from_dict(rows, orient="index", columns=["labels", "spearman rho", "p-value"])
+    return out.astype({"labels": int})
 
 
 def sparsity(coupling: pd.DataFrame | np.ndarray, tol: float = 1e-3) -> float:

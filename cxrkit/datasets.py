@@ -944,6 +944,52 @@ DATASETS: dict[str, type[CXRDataset]] = {
 }
 
 
+#: Loader arguments that are not format options: the ones a parameter file may still put in
+#: ``dataset_options`` (file locations, decoding threads) ...
+DATASET_ARGUMENTS: tuple[str, ...] = ("csv", "images", "workers")
+#: ... and the ones set elsewhere (the parameter that sets each), which must not be repeated there.
+SET_ELSEWHERE: dict[str, str] = {
+    "root": "'data'",
+    "labels": "'labels' (train.labels in a study)",
+    "on_bad_image": "'on_bad_image' (train.on_bad_image in a study)",
+    "report_dir": "the run (excluded_images.csv goes to its folder)",
+    "check_images": "the run (training decodes every image up front)",
+}
+
+
+def dataset_option_names(name: str) -> list[str]:
+    """The keys ``dataset_options`` may hold for the loader ``name``: its format options and
+    :data:`DATASET_ARGUMENTS`."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    return sorted({*DATASETS[name].options, *DATASET_ARGUMENTS})
+
+
+def check_dataset_options(name: str, options: Any) -> None:
+    """Check a parameter file's ``dataset`` and ``dataset_options`` before anything runs.
+
+    Raises:
+        ConfigError: for an unknown dataset, options that are not a mapping, a key the loader
+            does not accept (naming it, the closest accepted key and the accepted ones), or a
+            key set by another parameter (``on_bad_image``, ``labels``, ...), naming that one.
+    """
+    from cxrkit.config import ConfigError
+
+    if name not in DATASETS:
+        raise ConfigError(f"dataset: unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    if not isinstance(options, dict):
+        raise ConfigError(f"dataset_options: expected a mapping, got {options!r}")
+    accepted = dataset_option_names(name)
+    for key in options:
+        if key in SET_ELSEWHERE:
+            raise ConfigError(f"dataset_options.{key}: set by {SET_ELSEWHERE[key]}, not in dataset_options")
+        if key not in accepted:
+            close = difflib.get_close_matches(str(key), accepted, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"dataset_options.{key}: not an option of dataset {name!r}{hint}; "
+                              f"accepted: {accepted}")
+
+
 def create_dataset(name: str, **kwargs: Any) -> CXRDataset:
     """Build the loader registered as ``name`` (see :data:`DATASETS`) with ``kwargs``.
 

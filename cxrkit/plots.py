@@ -149,6 +149,33 @@ def scatter_labels(x: pd.Series, y: pd.Series, xlabel: str, ylabel: str, title: 
     return fig
 
 
+def gain_vs_cooccurrence(top3: pd.Series, gains: Mapping[str, pd.Series], title: str,
+                         trend: pd.DataFrame | None = None) -> plt.Figure:
+    """Rawlekar et al. Fig. 2: one labelled scatter per gain (e.g. ΔAP, then ΔAUC) against the
+    mean top-3 conditional probability, each with a least-squares line and, from ``trend``
+    (indexed by the gain names), the Spearman rho and p-value in its title."""
+    fig, axes = plt.subplots(1, len(gains), figsize=(6.5 * len(gains), 5), squeeze=False)
+    for ax, (name, y) in zip(axes[0], gains.items()):
+        both = pd.concat([top3.rename("x"), y.rename("y")], axis=1, join="inner").dropna()
+        ax.scatter(both["x"], both["y"])
+        for lab, r in both.iterrows():
+            ax.annotate(lab, (r["x"], r["y"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if len(both) >= 2 and both["x"].nunique() > 1:
+            slope, icpt = np.polyfit(both["x"], both["y"], 1)
+            xs = np.linspace(both["x"].min(), both["x"].max(), 2)
+            ax.plot(xs, slope * xs + icpt, color="C1", lw=1)
+        ax.axhline(0, color="k", lw=0.8)
+        sub = name
+        if trend is not None and name in trend.index:
+            sub += f": Spearman rho {trend.loc[name, 'spearman rho']:.2f} (p = {trend.loc[name, 'p-value']:.2g})"
+        ax.set_title(sub, fontsize=10)
+        ax.set_xlabel("mean top-3 conditional probability (training part)")
+        ax.set_ylabel(f"{name} (test ensemble)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def lambda_sweep(sweep: pd.DataFrame) -> plt.Figure:
     """Macro AUC (validation mean +- sd over folds, test ensemble) and the fraction of non-zero
     couplings against the L1 strength lambda (symlog axis, so lambda = 0 is shown)."""

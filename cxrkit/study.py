@@ -27,6 +27,12 @@ from cxrkit.paths import project_root, resolve
 from cxrkit.provenance import environment, write_json
 
 KERNEL_NAME = "cxrkit"
+#: phantom keys of a study: the smallest value each accepts and its description
+PHANTOM_KEYS: dict[str, tuple[int, str]] = {
+    "patients": (1, "an integer >= 1"),
+    "size": (16, "an integer >= 16 (image side in pixels; the renderer's minimum)"),
+    "seed": (0, "an integer >= 0"),
+}
 NOTEBOOKS = ("01_explore", "02_folds", "03_train", "04_coupling", "05_ablation", "06_fold_agreement")
 
 
@@ -64,10 +70,17 @@ class StudyConfig:
             raise ConfigError(f"group: {self.group!r} is not 'patient' or 'image'")
         if self.n_folds < 2:
             raise ConfigError(f"n_folds: must be >= 2, got {self.n_folds}")
+        from cxrkit.datasets import check_dataset_options
+
+        check_dataset_options(self.dataset, self.dataset_options)  # keys the loader accepts, nothing set twice
         if self.phantom is not None:
-            unknown = set(self.phantom) - {"patients", "size", "seed"}
+            unknown = set(self.phantom) - set(PHANTOM_KEYS)
             if unknown:
                 raise ConfigError(f"phantom: unknown key(s) {sorted(unknown)} (known: patients, size, seed)")
+            for key, (low, what) in PHANTOM_KEYS.items():
+                value = self.phantom.get(key, low)
+                if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                    raise ConfigError(f"phantom.{key}: must be {what}, got {value!r}")
         if not self.variants:
             raise ConfigError("variants: at least one refiner is needed")
         for key in ("data", "dataset", "dataset_options", "splits", "fold", "refiner", "out"):
@@ -96,10 +109,18 @@ class StudyConfig:
             for key in ("data", "dataset", "dataset_options", "splits", "fold", "out"):
                 if key in spec:
                     raise ConfigError(f"variants[{i}].{key}: set by the study")
+            if "on_bad_image" in spec:
+                raise ConfigError(f"variants[{i}].on_bad_image: set it once in train.on_bad_image "
+                                  f"(every variant trains and is evaluated on the same images)")
             if spec["name"] in specs:
                 raise ConfigError(f"variants[{i}]: duplicate variant name {spec['name']!r}")
             specs[spec["name"]] = spec
         return specs
+
+    @property
+    def on_bad_image(self) -> str:
+        """``error`` or ``exclude``: what the study does with unreadable images (``train.on_bad_image``)."""
+        return self.train.get("on_bad_image", TrainConfig.on_bad_image)
 
     @property
     def variant_names(self) -> list[str]:
@@ -183,6 +204,62 @@ def prepare(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
     return {"data": str(root), "splits": str(cfg.splits_path), "data_fingerprint": fp, "n_images": len(ds.table)}
 
 
+def load_dataset(cfg: StudyConfig) -> Any:
+    """The study's dataset as its training runs load it: every image decoded up front, a bad one
+    raising or, with ``train: {on_bad_image: exclude}``, dropped and listed with its reason in
+    ``ds.excluded`` and ``<runs>/<name>/excluded_images.csv``."""
+    from cxrkit.datasets import create_dataset
+
+    return create_dataset(cfg.dataset, root=cfg.data, on_bad_image=cfg.on_bad_image, report_dir=cfg.run_dir,
+                          **cfg.dataset_options)
+
+
+def data_fingerprint(cfg: StudyConfig, progress: bool = False) -> str:
+    """:func:`cxrkit.datasets.fingerprint` of the study's dataset table (image ids, patient ids and
+    labels; no image is decoded), for the keys that decide which steps re-run.
+
+    A configured phantom is generated first when missing or stale (:func:`prepare`). For data
+    that cannot be read, a string naming the error: the first notebook then fails with it.
+    """
+    from cxrkit.datasets import create_dataset, fingerprint
+
+    if cfg.phantom is not None:
+        return prepare(cfg, progress=progress)["data_fingerprint"]
+    try:
+        table = create_dataset(cfg.dataset, root=cfg.data, check_images=False, **cfg.dataset_options).table
+    except Exception as exc:  # reported by the notebook that reads the data
+        return f"unavailable ({type(exc).__name__}: {exc})"
+    return fingerprint(table)
+
+
+def split_leakage(cfg: StudyConfig, splits: pd.DataFrame) -> pd.DataFrame:
+    """The leakage check of the study's own folds.
+
+    With ``group: patient``, a patient in more than one fold or in both test and train raises
+    :class:`cxrkit.splits.LeakageError` naming them. With ``group: image`` (the paper's
+    image-level MIS) such patients are expected: they are reported, not raised. Returns
+    :func:`cxrkit.splits.leakage_report` (empty when nothing leaks) with ``attrs["message"]``,
+    one sentence saying which of the two it is and how many patients and images cross.
+    """
+    from cxrkit.splits import check_leakage, leakage_report
+
+    report = leakage_report(splits)
+    s = report.attrs["summary"]
+    if cfg.group == "patient":
+        check_leakage(splits)
+        msg = (f"{cfg.splits_path.name}: patient-grouped folds; none of the {s['patients_total']} patients "
+               f"crosses folds or test/train")
+    else:
+        msg = (f"{cfg.splits_path.name}: image-level folds (group: image, as in the paper): {s['patients']} of "
+               f"{s['patients_total']} patients ({s['images']} of {s['images_total']} images) are in more than "
+               f"one fold or in both test and train, so validation and test AUCs are optimistic"
+               if s["patients"] else
+               f"{cfg.splits_path.name}: image-level folds (group: image); no patient happens to cross folds "
+               f"or test/train")
+    report.attrs["message"] = msg
+    return report
+
+
 def missing_runs(cfg: StudyConfig, variants: Sequence[str] | None = None) -> list[tuple[int, str]]:
     """(fold, variant) pairs whose training has not finished (no metrics.json)."""
     return [(k, v) for v in (variants or cfg.variant_names) for k in range(cfg.n_folds)
@@ -217,21 +294,96 @@ def fold_predictions(cfg: StudyConfig, variant: str, split: str = "test", tta: b
 
 
 # --- outputs of the notebooks ------------------------------------------------------------
+HEADLINES = "headlines.json"  #: step -> its headline metrics
+MANIFEST = "outputs.json"  #: step -> the figures and tables it wrote
+
+
+class _ReportLock:
+    """Exclusive lock over a report's headlines and manifest (parallel notebooks write them)."""
+
+    def __init__(self, report_dir: Path) -> None:
+        self.path = report_dir / "headlines.lock"
+
+    def __enter__(self) -> _ReportLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "w")  # closed (and unlocked) in __exit__
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._file.close()  # releases the lock
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def forget_step(report_dir: Path, step: str) -> None:
+    """Remove what ``step`` recorded in a report: the figures and tables it wrote (per the
+    manifest) and its headline metrics. Done when the step runs again and when it leaves the plan."""
+    with _ReportLock(report_dir):
+        manifest, heads = _read_json(report_dir / MANIFEST), _read_json(report_dir / HEADLINES)
+        for kind, names in manifest.pop(step, {}).items():
+            for name in names:
+                (report_dir / kind / name).unlink(missing_ok=True)
+        heads.pop(step, None)
+        write_json(report_dir / MANIFEST, manifest)
+        write_json(report_dir / HEADLINES, heads)
+
+
+def step_outputs(report_dir: Path, steps: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """The figures and tables (file names, in order) that ``steps`` (default: all) wrote and that
+    exist. A report without a manifest (older cxrkit) lists every file in ``figures/`` and ``tables/``."""
+    manifest_file = report_dir / MANIFEST
+    if not manifest_file.is_file():
+        return {kind: sorted(p.name for p in (report_dir / kind).glob(f"*.{ext}"))
+                for kind, ext in (("figures", "png"), ("tables", "csv"))}
+    manifest = json.loads(manifest_file.read_text())
+    out: dict[str, list[str]] = {"figures": [], "tables": []}
+    for step in (steps if steps is not None else list(manifest)):
+        for kind in out:
+            out[kind] += [n for n in manifest.get(step, {}).get(kind, [])
+                          if n not in out[kind] and (report_dir / kind / n).is_file()]
+    return out
+
+
 class Outputs:
-    """Where a notebook saves its figures (PNG), tables (CSV) and headline numbers (JSON)."""
+    """Where a notebook saves its figures (PNG), tables (CSV) and headline numbers (JSON).
+
+    Creating it starts the step afresh: what the step wrote before (files and headline metrics)
+    is removed, and every file it writes now is recorded for it in ``outputs.json``, so a
+    re-run step or one removed from the study leaves nothing stale in the report.
+    """
 
     def __init__(self, cfg: StudyConfig, step: str) -> None:
         self.cfg, self.step = cfg, step
-        self.figures = cfg.report_dir / "figures"
-        self.tables = cfg.report_dir / "tables"
+        self.report_dir = cfg.report_dir
+        self.figures = self.report_dir / "figures"
+        self.tables = self.report_dir / "tables"
         self.figures.mkdir(parents=True, exist_ok=True)
         self.tables.mkdir(parents=True, exist_ok=True)
+        forget_step(self.report_dir, step)
+
+    def _record(self, kind: str, name: str) -> None:
+        """Record file ``kind/name`` as this step's (taking it over from another step that wrote it)."""
+        with _ReportLock(self.report_dir):
+            manifest = _read_json(self.report_dir / MANIFEST)
+            for step, files in manifest.items():
+                if step != self.step and name in files.get(kind, []):
+                    files[kind].remove(name)
+            mine = manifest.setdefault(self.step, {"figures": [], "tables": []}).setdefault(kind, [])
+            if name not in mine:
+                mine.append(name)
+            write_json(self.report_dir / MANIFEST, manifest)
 
     def figure(self, fig: Any, name: str) -> None:
         """Save ``fig`` as ``figures/<name>.png``, show it once in a notebook, and close it."""
         import matplotlib.pyplot as plt
 
         fig.savefig(self.figures / f"{name}.png", dpi=110, bbox_inches="tight")
+        self._record("figures", f"{name}.png")
         try:
             from IPython import get_ipython
             from IPython.display import display
@@ -244,16 +396,15 @@ class Outputs:
     def table(self, df: pd.DataFrame | pd.Series, name: str, index: bool = True) -> pd.DataFrame | pd.Series:
         """Save ``df`` as ``tables/<name>.csv`` and return it."""
         df.to_csv(self.tables / f"{name}.csv", index=index, float_format="%.6g")
+        self._record("tables", f"{name}.csv")
         return df
 
     def headline(self, **values: Any) -> dict[str, Any]:
-        """Record headline metrics of this step for the index page (safe with parallel jobs)."""
-        import fcntl
-
-        path = self.cfg.report_dir / "headlines.json"
-        with open(path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            data = json.loads(path.read_text()) if path.is_file() else {}
+        """Record headline metrics of this step for the index page (added to those recorded
+        earlier in this run of the step; safe with parallel jobs)."""
+        with _ReportLock(self.report_dir):
+            path = self.report_dir / HEADLINES
+            data = _read_json(path)
             data[self.step] = {**data.get(self.step, {}), **values}
             write_json(path, data)
         return values
@@ -293,11 +444,14 @@ def ensure_kernel() -> str:
     return KERNEL_NAME
 
 
-def _step_key(step: Step, params_text: str, upstream: str) -> str:
+def _step_key(step: Step, params_text: str, upstream: str, data: str = "") -> str:
+    """Hash of what a step's result depends on: its notebook, the package code, the parameter
+    file, the step's parameters, the upstream steps' keys and the data fingerprint ``data``."""
     nb = (project_root() / "notebooks" / f"{step.notebook}.ipynb").read_bytes()
     code = b"".join(p.read_bytes() for p in sorted((project_root() / "cxrkit").rglob("*.py")))
     h = hashlib.sha256()
-    for part in (nb, code, params_text.encode(), json.dumps(step.parameters, sort_keys=True).encode(), upstream.encode()):
+    for part in (nb, code, params_text.encode(), json.dumps(step.parameters, sort_keys=True).encode(), upstream.encode(),
+                 data.encode()):
         h.update(hashlib.sha256(part).digest())
     return h.hexdigest()[:16]
 
@@ -373,6 +527,18 @@ def run_study(params_file: str | Path, *, force: bool = False, only: Sequence[st
     shutil.copy(params_path, out / "params.yaml")
     state_file = out / "steps.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    steps = plan(cfg, params_arg)
+    # steps no longer in the plan (a removed variant, fewer folds) leave the report: their entry
+    # in steps.json, their figures, tables and headline metrics, and their executed notebooks
+    names = {st.name for st in steps}
+    for name in (set(state) | set(_read_json(out / MANIFEST)) | set(_read_json(out / HEADLINES))) - names:
+        forget_step(out, name)
+    for f in (out / "notebooks").glob("*"):
+        if f.suffix in (".ipynb", ".html") and f.stem not in names:
+            f.unlink()
+    state = {st.name: state[st.name] for st in steps if st.name in state}  # in plan order
+    write_json(state_file, state)
+    data_fp = data_fingerprint(cfg, progress=progress)  # once per invocation; part of every step's key
     lock = threading.Lock()
     slots: queue.Queue = queue.Queue()
     for slot in _runtime_slots(jobs):
@@ -380,7 +546,7 @@ def run_study(params_file: str | Path, *, force: bool = False, only: Sequence[st
 
     def save_state() -> None:
         with lock:
-            write_json(state_file, state)
+            write_json(state_file, {st.name: state[st.name] for st in steps if st.name in state})  # plan order
 
     def execute(step: Step, key: str) -> None:
         ipynb, page = out / "notebooks" / f"{step.name}.ipynb", out / "notebooks" / f"{step.name}.html"
@@ -392,6 +558,7 @@ def run_study(params_file: str | Path, *, force: bool = False, only: Sequence[st
         with lock:
             state[step.name] = entry
         save_state()
+        forget_step(out, step.name)  # its old figures, tables and headline go; the notebook writes them anew
         runtime = slots.get() if step.notebook == "03_train" else {}
         try:
             pm.execute_notebook(str(project_root() / "notebooks" / f"{step.notebook}.ipynb"), str(ipynb),
@@ -420,8 +587,8 @@ def run_study(params_file: str | Path, *, force: bool = False, only: Sequence[st
     # which steps must run (keys chain through the plan, so a changed step re-runs everything after it)
     todo: list[tuple[Step, str]] = []
     upstream, params_text = "", params_path.read_text()
-    for step in plan(cfg, params_arg):
-        key = _step_key(step, params_text, upstream)
+    for step in steps:
+        key = _step_key(step, params_text, upstream, data_fp)
         upstream = hashlib.sha256((upstream + key).encode()).hexdigest()
         if only and not any(step.name.startswith(o) for o in only):
             continue
@@ -457,24 +624,54 @@ def run_study(params_file: str | Path, *, force: bool = False, only: Sequence[st
     return {"index": str(out / "index.html"), "report_dir": str(out), "steps": state}
 
 
-def write_index(cfg: StudyConfig) -> Path:
-    """``reports/<name>/index.html`` (steps, figures, tables, headline metrics, provenance) and
-    ``reports/index.html`` linking every study report."""
-    out = cfg.report_dir
-    state = json.loads((out / "steps.json").read_text()) if (out / "steps.json").is_file() else {}
-    heads = json.loads((out / "headlines.json").read_text()) if (out / "headlines.json").is_file() else {}
-    prov = json.loads((out / "provenance.json").read_text()) if (out / "provenance.json").is_file() else {}
+_STYLE = """body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}.ok{color:#070}.bad{color:#b00}
+.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px;align-items:start}
+.figs img{width:100%;border:1px solid #ddd}.figs div{text-align:center;font-size:12px}"""
+
+
+def _headline_html(metrics: dict[str, Any] | None) -> str:
+    esc = html.escape
+    return "<br>".join(f"{esc(str(k))}: {v:.4f}" if isinstance(v, float) else f"{esc(str(k))}: {esc(str(v))}"
+                       for k, v in (metrics or {}).items())
+
+
+def _steps_table(state: dict[str, Any], heads: dict[str, Any], prefix: str = "") -> str:
+    """The steps (notebook HTML link, parameters, status, seconds, headline) as an HTML table;
+    links are relative to the study report folder, preceded by ``prefix``."""
     esc = html.escape
     rows = []
     for name, e in state.items():
         metrics = heads.get(name) or heads.get(e["notebook"]) if e["notebook"] != "03_train" else heads.get(name, {})
-        m = "<br>".join(f"{esc(str(k))}: {v:.4f}" if isinstance(v, float) else f"{esc(str(k))}: {esc(str(v))}"
-                        for k, v in (metrics or {}).items())
         cls = {"ok": "ok", "failed": "bad"}.get(e["status"], "")
-        rows.append(f"<tr><td><a href='notebooks/{esc(name)}.html'>{esc(name)}</a></td>"
+        rows.append(f"<tr><td><a href='{esc(prefix)}notebooks/{esc(name)}.html'>{esc(name)}</a></td>"
                     f"<td><code>{esc(json.dumps(e['parameters']))}</code></td><td class='{cls}'>{esc(e['status'])}"
                     f"{'<br>' + esc(e.get('error', '')) if e.get('error') else ''}</td>"
-                    f"<td>{e.get('seconds', '')}</td><td>{m}</td></tr>")
+                    f"<td>{e.get('seconds', '')}</td><td>{_headline_html(metrics)}</td></tr>")
+    return ("<table><tr><th>step</th><th>parameters</th><th>status</th><th>seconds</th><th>headline</th></tr>"
+            f"{''.join(rows)}</table>")
+
+
+def _outputs_html(files: dict[str, list[str]], prefix: str = "") -> tuple[str, str]:
+    """(figure grid, table list) of a report's figures and tables, links preceded by ``prefix``."""
+    esc = html.escape
+    figs = "".join(f"<div><a href='{esc(prefix)}figures/{esc(f)}'><img loading='lazy' src='{esc(prefix)}figures/{esc(f)}'>"
+                   f"</a><br>{esc(Path(f).stem)}</div>" for f in files["figures"])
+    tabs = "".join(f"<li><a href='{esc(prefix)}tables/{esc(t)}'>{esc(Path(t).stem)}</a></li>" for t in files["tables"])
+    return f"<div class='figs'>{figs}</div>", f"<ul>{tabs}</ul>"
+
+
+def write_index(cfg: StudyConfig) -> Path:
+    """``reports/<name>/index.html`` (steps, figures, tables, headline metrics, provenance) and
+    ``reports/index.html`` (every study's steps, headlines, notebooks, figures and tables;
+    :func:`write_reports_index`). Only the steps of the current plan are listed."""
+    out = cfg.report_dir
+    state = _read_json(out / "steps.json")
+    order = [st.name for st in plan(cfg, "")]
+    state = {n: state[n] for n in order if n in state}
+    heads = _read_json(out / HEADLINES)
+    prov = _read_json(out / "provenance.json")
+    esc = html.escape
     run_rows = []
     for v in cfg.variant_names:
         for k in range(cfg.n_folds):
@@ -491,40 +688,70 @@ def write_index(cfg: StudyConfig) -> Path:
                      f"{str(g.get('commit'))[:10]}{' (dirty)' if g.get('dirty') else ''}",
                      p.get("packages", {}).get("torch")]
             run_rows.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in cells) + "</tr>")
-    figs = sorted((out / "figures").glob("*.png")) if (out / "figures").is_dir() else []
-    tabs = sorted((out / "tables").glob("*.csv")) if (out / "tables").is_dir() else []
+    figs, tabs = _outputs_html(step_outputs(out, list(state)))
     total = sum(e.get("seconds", 0) for e in state.values())
     git = prov.get("git", {})
     wall = ""
     if prov.get("wall_seconds_this_invocation") is not None:
         wall = f" (last invocation: {prov['wall_seconds_this_invocation'] / 60:.1f} min wall time, {prov.get('jobs', 1)} parallel job(s))"
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>cxrkit study: {esc(cfg.name)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}}.ok{{color:#070}}.bad{{color:#b00}}
-.figs{{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px;align-items:start}}
-.figs img{{width:100%;border:1px solid #ddd}}.figs div{{text-align:center;font-size:12px}}</style>
+<style>{_STYLE}</style>
 </head><body><h1>cxrkit study: {esc(cfg.name)}</h1><p>{esc(cfg.description)}</p>
 <p>Parameters: <a href="params.yaml">params.yaml</a> &middot; dataset <code>{esc(cfg.dataset)}</code> at
 <code>{esc(cfg.data)}</code> &middot; {cfg.n_folds} folds ({esc(cfg.group)}-grouped MIS), variants {esc(', '.join(cfg.variant_names))}
 &middot; total notebook time {total / 60:.1f} min{wall} &middot; code {esc(str(git.get('commit')))}{' (dirty)' if git.get('dirty') else ''}
 &middot; {esc(prov.get('time', ''))}</p>
-<h2>Notebooks</h2><table><tr><th>step</th><th>parameters</th><th>status</th><th>seconds</th><th>headline</th></tr>
-{''.join(rows)}</table>
+<h2>Notebooks</h2>{_steps_table(state, heads)}
 <h2>Training runs</h2><table><tr><th>variant</th><th>fold</th><th>seed</th><th>best epoch</th>
 <th>val macro AUC</th><th>wall s</th><th>device</th><th>processes</th><th>data fingerprint</th><th>code</th><th>torch</th></tr>
 {''.join(run_rows)}</table><p>Each run folder (<code>{esc(str(cfg.run_dir))}</code>) holds params.json, provenance.json,
 history.csv, checkpoints and predictions.</p>
-<h2>Figures</h2><div class="figs">{''.join(f"<div><a href='figures/{esc(f.name)}'><img src='figures/{esc(f.name)}'></a><br>{esc(f.stem)}</div>" for f in figs)}</div>
-<h2>Tables</h2><ul>{''.join(f"<li><a href='tables/{esc(t.name)}'>{esc(t.stem)}</a></li>" for t in tabs)}</ul>
+<h2>Figures</h2>{figs}
+<h2>Tables</h2>{tabs}
 <h2>Provenance</h2><pre>{esc(json.dumps({k: prov.get(k) for k in ('python', 'packages', 'host', 'git')}, indent=1))}</pre>
 </body></html>"""
     (out / "index.html").write_text(page)
-    studies = sorted(p.parent for p in resolve(cfg.reports).glob("*/index.html"))
-    top = "".join(f"<li><a href='{esc(p.name)}/index.html'>{esc(p.name)}</a></li>" for p in studies)
-    (resolve(cfg.reports) / "index.html").write_text(
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>cxrkit reports</title></head>"
-        f"<body style='font-family:sans-serif'><h1>cxrkit reports</h1><ul>{top}</ul></body></html>")
+    write_reports_index(resolve(cfg.reports))
     return out / "index.html"
+
+
+def write_reports_index(root: str | Path) -> Path:
+    """``<root>/index.html``: one section per study report in ``root`` (every folder with a
+    ``steps.json``): its description and parameters, the steps with their parameters, duration,
+    status and headline metrics, and links to every notebook (HTML), figure and table, relative
+    to ``root``. Each study's own page stays at ``<root>/<name>/index.html``."""
+    import yaml
+
+    root = Path(root)
+    esc = html.escape
+    sections, contents = [], []
+    for d in sorted(p for p in root.iterdir() if (p / "steps.json").is_file()):
+        state, heads, prov = _read_json(d / "steps.json"), _read_json(d / HEADLINES), _read_json(d / "provenance.json")
+        params = prov.get("params") or {}
+        if not params and (d / "params.yaml").is_file():
+            try:
+                params = yaml.safe_load((d / "params.yaml").read_text()) or {}
+            except yaml.YAMLError:
+                params = {}
+        prefix = f"{d.name}/"
+        figs, tabs = _outputs_html(step_outputs(d, list(state)), prefix)
+        n_ok = sum(e.get("status") == "ok" for e in state.values())
+        total = sum(e.get("seconds", 0) for e in state.values())
+        variants = [v if isinstance(v, str) else v.get("name", "?") for v in params.get("variants", [])]
+        when = f" &middot; last run {esc(str(prov['time']))}" if prov.get("time") else ""
+        contents.append(f"<li><a href='#{esc(d.name)}'>{esc(d.name)}</a>: {esc(str(params.get('description', '')))}</li>")
+        sections.append(
+            f"<section id='{esc(d.name)}'><h2>{esc(d.name)}</h2><p>{esc(str(params.get('description', '')))}</p>"
+            f"<p><a href='{esc(prefix)}index.html'>study page</a> &middot; <a href='{esc(prefix)}params.yaml'>params.yaml</a>"
+            f" &middot; dataset <code>{esc(str(params.get('dataset', '')))}</code> at <code>{esc(str(params.get('data', '')))}</code>"
+            f" &middot; {esc(str(params.get('n_folds', '')))} folds ({esc(str(params.get('group', '')))}-grouped)"
+            f" &middot; variants {esc(', '.join(variants))} &middot; {n_ok} of {len(state)} steps ok"
+            f" &middot; total notebook time {total / 60:.1f} min{when}</p>"
+            f"<h3>Steps</h3>{_steps_table(state, heads, prefix)}<h3>Figures</h3>{figs}<h3>Tables</h3>{tabs}</section>")
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>cxrkit reports</title><style>{_STYLE}</style>"
+            f"</head><body><h1>cxrkit reports</h1><ul>{''.join(contents)}</ul>{''.join(sections)}</body></html>")
+    (root / "index.html").write_text(page)
+    return root / "index.html"
 
 
 # --- analyses over a study's outputs ------------------------------------------------------
@@ -648,10 +875,13 @@ def ablation(cfg: StudyConfig) -> dict[str, Any]:
 
     Returns ``per_fold`` (validation macro AUC per fold and variant), ``paired`` (paired patient
     bootstrap differences, see :func:`comparisons`: per fold on validation, and on the test
-    ensemble), ``per_label_delta`` (test ensemble), ``test_summary`` (single folds, ensemble, TTA
-    on/off, oracle), ``metrics`` (test ensemble: macro AUC, mAP, CP/CR/CF1/OP/OR/OF1) and ``headline``.
+    ensemble with and without flip TTA), ``per_label_delta`` (per-label AUC change of the test
+    ensemble), ``per_label_delta_ap`` (the same for average precision, Rawlekar et al.'s ΔAP),
+    ``test_summary`` (single folds, ensemble with its patient-bootstrap 95% CI, TTA on/off,
+    oracle), ``metrics`` (test ensemble: macro AUC, mAP, CP/CR/CF1/OP/OR/OF1) and ``headline``.
     """
     from cxrkit.metrics import (
+        average_precision,
         bootstrap_macro_auc,
         evaluate,
         macro_auc,
@@ -675,25 +905,24 @@ def ablation(cfg: StudyConfig) -> dict[str, Any]:
     per_fold_df.loc["mean"] = per_fold_df.mean()
     per_fold_df.loc["std"] = per_fold_df.iloc[:-1].std(ddof=1)
 
-    summary, ens = {}, {}
+    images = fold_predictions(cfg, base, "test")[0].index
+    y, groups = true_labels(cfg, images), _patients(cfg, images)
+    summary, ens, ens_notta = {}, {}, {}
     for v in names:
         for tta in (True, False):
             folds = fold_predictions(cfg, v, "test", tta=tta)
-            images = folds[0].index
             stack = [f.loc[images].to_numpy() for f in folds.values()]
-            y = true_labels(cfg, images)
             col = f"{v}{'' if tta else ' (no TTA)'}"
             for k, sc in enumerate(stack):
                 summary.setdefault(f"fold {k}", {})[col] = macro_auc(y, sc)
             mean = sum(stack) / len(stack)
             summary.setdefault("ensemble", {})[col] = macro_auc(y, mean)
-            if tta:
-                ens[v] = mean
-    y, groups = true_labels(cfg, images), _patients(cfg, images)
+            (ens if tta else ens_notta)[v] = mean
     test_summary = pd.DataFrame(summary).T
-    ci = {v: bootstrap_macro_auc(y, ens[v], n_boot=cfg.bootstrap, seed=seed, groups=groups) for v in names}
-    test_summary.loc["ensemble 95% CI low"] = {v: ci[v]["low"] for v in names}
-    test_summary.loc["ensemble 95% CI high"] = {v: ci[v]["high"] for v in names}
+    ci = {f"{v}{suffix}": bootstrap_macro_auc(y, e[v], n_boot=cfg.bootstrap, seed=seed, groups=groups)
+          for v in names for suffix, e in (("", ens), (" (no TTA)", ens_notta))}
+    test_summary.loc["ensemble 95% CI low"] = {c: ci[c]["low"] for c in test_summary.columns}
+    test_summary.loc["ensemble 95% CI high"] = {c: ci[c]["high"] for c in test_summary.columns}
     oracle = oracle_table(cfg, by_split=True)
     headline: dict[str, Any] = {f"test_ensemble_{v}": float(test_summary.loc["ensemble", v]) for v in names}
     if oracle is not None:
@@ -705,17 +934,22 @@ def ablation(cfg: StudyConfig) -> dict[str, Any]:
     labels = list(fold_predictions(cfg, base, "test")[0].columns)
     per_label = {v: per_label_auc(y, ens[v], labels) for v in names}
     delta = pd.DataFrame({f"{b} - {a}": per_label[b] - per_label[a] for a, b in comparisons(cfg)})
+    ap = {v: average_precision(y, ens[v], labels) for v in names}
+    delta_ap = pd.DataFrame({f"{b} - {a}": ap[b] - ap[a] for a, b in comparisons(cfg)})
     for a, b in comparisons(cfg):
         d = paired_bootstrap_diff(y, ens[a], ens[b], n_boot=cfg.bootstrap, seed=seed, groups=groups)
         paired[f"{b} - {a}, test ensemble"] = d
         headline[f"test_diff_{b}_vs_{a}"] = f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+    for a, b in comparisons(cfg):
+        paired[f"{b} - {a}, test ensemble (no TTA)"] = paired_bootstrap_diff(
+            y, ens_notta[a], ens_notta[b], n_boot=cfg.bootstrap, seed=seed, groups=groups)
     metrics = {}
     for v in names:
         m = evaluate(y, ens[v], labels, threshold=cfg.threshold)
         metrics[v] = {"macro AUC": m["macro_auc"], "mAP": m["mAP"],
                       **{f"{k}@{cfg.threshold:g}": m[k] for k in ("CP", "CR", "CF1", "OP", "OR", "OF1")}}
     return {"per_fold": per_fold_df, "paired": pd.DataFrame(paired).T, "per_label_delta": delta,
-            "test_summary": test_summary, "metrics": pd.DataFrame(metrics).T, "headline": headline}
+            "per_label_delta_ap": delta_ap, "test_summary": test_summary, "metrics": pd.DataFrame(metrics).T, "headline": headline}
 
 
 def training_conditional(cfg: StudyConfig) -> pd.DataFrame:
@@ -729,6 +963,55 @@ def training_conditional(cfg: StudyConfig) -> pd.DataFrame:
     train = table[(splits["split"] == "train").to_numpy()]
     labels = table.attrs["labels"]
     return conditional_probability(train[labels], labels)
+
+
+def gain_vs_cooccurrence(cfg: StudyConfig, abl: dict[str, Any]) -> dict[str, Any]:
+    """Rawlekar et al. (2024) Fig. 2 for every comparison of :func:`ablation`: each label's gain
+    of the test ensemble (ΔAP, as in the paper, and ΔAUC) against the mean of its three largest
+    conditional probabilities P(label | other) on the training part.
+
+    Returns ``top3`` (per label), ``table`` (per label: the top-3 mean, then ``ΔAP (b - a)`` and
+    ``ΔAUC (b - a)`` per comparison) and ``trend`` (per comparison and gain: the labels used, the
+    Spearman rank correlation with the top-3 mean and its two-sided p-value).
+    """
+    from cxrkit.analysis import gain_trend, top_k_conditional
+
+    top3 = top_k_conditional(training_conditional(cfg), 3)
+    gains = {"ΔAP": abl["per_label_delta_ap"], "ΔAUC": abl["per_label_delta"]}
+    cols = {"top-3 conditional": top3}
+    trend = []
+    for comp in abl["per_label_delta"].columns:
+        for gain, delta in gains.items():
+            cols[f"{gain} ({comp})"] = delta[comp]
+            row = gain_trend(top3, delta[[comp]]).iloc[0]
+            trend.append({"comparison": comp, "gain": gain, **row.to_dict()})
+    trend_df = pd.DataFrame(trend).set_index(["comparison", "gain"])
+    trend_df["labels"] = trend_df["labels"].astype(int)
+    return {"top3": top3, "table": pd.DataFrame(cols), "trend": trend_df}
+
+
+def coupling_recovery(cfg: StudyConfig) -> pd.DataFrame | None:
+    """Phantom only (None otherwise, or without coupled variants): how well each coupled
+    variant's effective coupling recovers the true structure (:func:`cxrkit.analysis.coupling_recovery`),
+    per fold and for the mean over folds; index (variant, ``fold k`` | ``mean``)."""
+    from cxrkit.analysis import coupling_recovery as recover
+
+    true, variants = true_coupling(cfg), coupled_variants(cfg)
+    if true is None or not variants:
+        return None
+    rows = {}
+    for v in variants:
+        mats = fold_couplings(cfg, v)
+        rows |= {(v, f"fold {k}"): recover(a, true) for k, a in mats.items()}
+        rows[(v, "mean")] = recover(sum(mats.values()) / len(mats), true)
+    return pd.DataFrame(rows).T
+
+
+def best_recovery(recovery: pd.DataFrame) -> str:
+    """The variant whose mean coupling over folds ranks the strongest true pairs best (highest
+    Spearman correlation; a variant without one counts as lowest; the first in the study on ties)."""
+    means = recovery.xs("mean", level=1)
+    return str(means["spearman"].astype(float).fillna(-2.0).idxmax())
 
 
 def final_test_table(cfg: StudyConfig) -> pd.DataFrame:

@@ -330,6 +330,37 @@ def test_bad_options_and_exclude_needs_report_dir(gxs_root: Path) -> None:
         GrandXRaySlam(gxs_root / "images")
 
 
+def test_check_dataset_options_names_the_key() -> None:
+    from cxrkit.config import ConfigError
+    from cxrkit.datasets import check_dataset_options, dataset_option_names
+
+    check_dataset_options("gxs", {"uncertain": "ones", "blank": "nan", "csv": "train.csv", "images": "img"})
+    check_dataset_options("chexpert", {"frontal_only": True, "workers": 2})
+    assert "labeler" in dataset_option_names("mimic") and "labeler" not in dataset_option_names("gxs")
+    with pytest.raises(ConfigError, match=r"dataset_options.uncertian: not an option of dataset 'gxs' "
+                                          r"\(did you mean 'uncertain'\?\)"):
+        check_dataset_options("gxs", {"uncertian": "ones"})
+    with pytest.raises(ConfigError, match=r"dataset_options.frontal_only: not an option of dataset 'gxs'"):
+        check_dataset_options("gxs", {"frontal_only": True})
+    for key, where in (("on_bad_image", "train.on_bad_image"), ("labels", "train.labels"), ("root", "'data'")):
+        with pytest.raises(ConfigError, match=rf"dataset_options.{key}: set by .*{where}"):
+            check_dataset_options("gxs", {key: "x"})
+    with pytest.raises(ConfigError, match="dataset: unknown dataset 'chexpret'"):
+        check_dataset_options("chexpret", {})
+
+
+def test_load_fold_refuses_on_bad_image_given_twice(tmp_path: Path) -> None:
+    """on_bad_image in dataset_options as well as the run's own parameter: a ConfigError naming
+    the key, before any data is read (it used to be a TypeError from the loader call)."""
+    from cxrkit.config import ConfigError, TrainConfig
+    from cxrkit.train import load_fold
+
+    cfg = TrainConfig(data=str(tmp_path / "not-read"), on_bad_image="exclude",
+                      dataset_options={"on_bad_image": "exclude"})
+    with pytest.raises(ConfigError, match=r"dataset_options.on_bad_image: set by 'on_bad_image'"):
+        load_fold(cfg, tmp_path)
+
+
 # ----------------------------------------------------------------------------- CheXpert
 
 

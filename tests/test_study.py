@@ -19,20 +19,29 @@ from cxrkit.study import StudyError, load_study, run_study
 ROOT = project_root()
 
 
-def _smoke_copy(tmp_path: Path, **changes) -> Path:
+def _smoke_copy(tmp_path: Path, file: str = "smoke.yaml", **changes) -> Path:
     """params/smoke.yaml with data, runs and reports under tmp_path (so tests do not share outputs)."""
     values = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
     values.update(data=str(tmp_path / "data"), runs=str(tmp_path / "runs"), reports=str(tmp_path / "reports"))
     values.update(changes)
-    path = tmp_path / "smoke.yaml"
+    path = tmp_path / file
     path.write_text(yaml.safe_dump(values))
     return path
 
 
-@pytest.mark.parametrize("name", ["smoke", "default", "paper"])
-def test_shipped_parameter_files_validate(name):
-    cfg = load_study(ROOT / "params" / f"{name}.yaml").validate()
-    assert cfg.name == name and cfg.train_config(0, cfg.variants[-1]).refiner == cfg.variants[-1]
+PARAM_FILES = sorted((ROOT / "params").glob("*.yaml"))
+
+
+def test_every_parameter_file_is_covered():
+    assert {p.stem for p in PARAM_FILES} >= {"smoke", "default", "paper", "lambda_sweep"}
+
+
+@pytest.mark.parametrize("path", PARAM_FILES, ids=[p.stem for p in PARAM_FILES])
+def test_shipped_parameter_files_validate(path):
+    cfg = load_study(path).validate()
+    assert cfg.name == path.stem
+    for name, spec in cfg.variant_specs().items():
+        assert cfg.train_config(0, name).refiner == spec["refiner"]
 
 
 def test_paper_file_is_the_paper_configuration():
@@ -49,11 +58,34 @@ def test_paper_file_is_the_paper_configuration():
     ({"variants": ["none", "sparce"]}, "unknown refiner"),
     ({"phantom": {"patient": 3}}, "phantom: unknown key"),
     ({"n_folds": "3"}, "'n_folds' must be int"),
+    ({"dataset": "chexpret"}, "dataset: unknown dataset 'chexpret'"),
+    ({"dataset_options": {"uncertian": "ones"}}, r"dataset_options.uncertian: not an option of dataset 'gxs' "
+                                                 r"\(did you mean 'uncertain'\?\)"),
+    ({"dataset_options": {"frontal_only": True}}, "dataset_options.frontal_only: not an option of dataset 'gxs'"),
+    ({"dataset_options": {"on_bad_image": "exclude"}}, r"dataset_options.on_bad_image: set by 'on_bad_image' "
+                                                       r"\(train.on_bad_image"),
+    ({"variants": ["none", {"name": "s", "refiner": "sparse", "on_bad_image": "exclude"}]},
+     r"variants\[1\].on_bad_image: set it once in train.on_bad_image"),
+    ({"phantom": {"patients": 0, "size": 64, "seed": 0}}, "phantom.patients: must be an integer >= 1, got 0"),
+    ({"phantom": {"patients": "120", "size": 64, "seed": 0}}, "phantom.patients: must be an integer >= 1, got '120'"),
+    ({"phantom": {"patients": 120, "size": 8, "seed": 0}}, "phantom.size: must be an integer >= 16"),
+    ({"phantom": {"patients": 120, "size": 64.0, "seed": 0}}, "phantom.size: must be an integer >= 16"),
+    ({"phantom": {"patients": 120, "size": 64, "seed": -1}}, "phantom.seed: must be an integer >= 0"),
+    ({"phantom": {"patients": 120, "size": 64, "seed": True}}, "phantom.seed: must be an integer >= 0"),
 ])
 def test_bad_study_parameters_fail_before_anything_runs(tmp_path, change, match):
     with pytest.raises(ConfigError, match=match):
         load_study(_smoke_copy(tmp_path, **change)).validate()
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_loader_options_of_the_chosen_dataset_validate(tmp_path):
+    cfg = load_study(_smoke_copy(tmp_path, dataset="chexpert", phantom=None,
+                                 dataset_options={"frontal_only": True, "uncertain": "ones"})).validate()
+    assert cfg.train_config(0, "sparse").dataset_options == {"frontal_only": True, "uncertain": "ones"}
+    cfg = load_study(_smoke_copy(tmp_path, train={"on_bad_image": "exclude"})).validate()
+    assert cfg.on_bad_image == "exclude" and cfg.train_config(1, "none").on_bad_image == "exclude"
+    assert load_study(_smoke_copy(tmp_path)).on_bad_image == "error"
 
 
 @pytest.mark.slow
@@ -105,13 +137,39 @@ def test_smoke_study_writes_the_report(smoke_study):
     tables = {p.stem for p in (report / "tables").glob("*.csv")}
     assert {"fold_balance", "table_i", "final_test_auc", "ablation_per_fold", "coupling_recovery",
             "oracle_by_split", "image_split_leakage", "data_quality", "ablation_threshold_metrics",
-            "gain_vs_cooccurrence"} <= tables
+            "gain_vs_cooccurrence", "excluded_images", "ablation_per_label_delta_ap",
+            "gain_vs_cooccurrence_trend", "ablation_coupling_recovery"} <= tables
+    # every file in figures/ and tables/ was written by a step of this study and is listed
+    manifest = json.loads((report / "outputs.json").read_text())
+    assert set(manifest) <= set(steps)
+    assert figures == {Path(f).stem for m in manifest.values() for f in m["figures"]}
+    assert tables == {Path(f).stem for m in manifest.values() for f in m["tables"]}
     paired = (report / "tables" / "ablation_paired_differences.csv").read_text()
     assert "sparse - cooc_gcn, test ensemble" in paired  # the learned-vs-prior question is answered
+    assert "sparse - none, test ensemble (no TTA)" in paired and "sparse - cooc_gcn, test ensemble (no TTA)" in paired
+    summary = pd.read_csv(report / "tables" / "ablation_test_summary.csv", index_col=0)
+    assert summary.loc["ensemble 95% CI low", ["none", "none (no TTA)", "sparse (no TTA)"]].notna().all()
+    trend = pd.read_csv(report / "tables" / "gain_vs_cooccurrence_trend.csv", index_col=[0, 1])
+    assert set(trend.index) == {(c, g) for c in ("sparse - none", "cooc_gcn - none", "sparse - cooc_gcn")
+                                for g in ("ΔAP", "ΔAUC")}
+    assert trend["spearman rho"].between(-1, 1).all() and trend["p-value"].between(0, 1).all()
+    gain = pd.read_csv(report / "tables" / "gain_vs_cooccurrence.csv", index_col=0)
+    assert {"top-3 conditional", "ΔAP (sparse - none)", "ΔAUC (sparse - none)"} <= set(gain.columns)
+    recovery = pd.read_csv(report / "tables" / "ablation_coupling_recovery.csv", index_col=0)
+    assert list(recovery.index) == ["sparse", "cooc_gcn"]
+    assert json.loads((report / "headlines.json").read_text())["05_ablation"]["best_recovery"] in recovery.index
     assert "Training runs" in index and index.count("<td>sparse</td>") == cfg.n_folds
     heads = json.loads((report / "headlines.json").read_text())
     assert 0 < heads["05_ablation"]["test_oracle"] <= 1
-    assert (report.parent / "index.html").is_file()
+    top = (report.parent / "index.html").read_text()  # reports/index.html: the whole study, links into smoke/
+    assert cfg.description in top and "href='smoke/index.html'" in top
+    for name in steps:
+        assert f"href='smoke/notebooks/{name}.html'" in top
+    for fig in figures:
+        assert f"smoke/figures/{fig}.png" in top
+    for tab in tables:
+        assert f"smoke/tables/{tab}.csv" in top
+    assert "test_oracle: " in top and top.count("class='ok'>ok") == len(steps)
     prov = json.loads((report / "provenance.json").read_text())
     assert prov["params"]["name"] == "smoke" and "torch" in prov["packages"]
 
@@ -193,3 +251,207 @@ def test_auto_jobs_uses_every_gpu_or_two_cpu_processes(monkeypatch):
     assert study.auto_jobs() == 2
     monkeypatch.setattr("os.cpu_count", lambda: 1)
     assert study.auto_jobs() == 1
+
+
+# --- report bookkeeping, with the notebooks replaced by a stand-in (no kernel, seconds) -----------
+def _tiny_gxs(root: Path, n: int = 6, flip: int | None = None) -> Path:
+    """A gxs train.csv of ``n`` images (their files need not exist: the study's data fingerprint
+    reads the table only); ``flip`` changes one label."""
+    from cxrkit.labels import LABELS
+
+    rows = [{"Image_name": f"img{i}.png", "Patient_ID": f"p{i // 2}", **{lab: (i + j) % 2 for j, lab in enumerate(LABELS)}}
+            for i in range(n)]
+    if flip is not None:
+        rows[flip][LABELS[0]] = 1 - rows[flip][LABELS[0]]
+    root.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(root / "train.csv", index=False)
+    return root
+
+
+@pytest.fixture
+def fake_notebooks(monkeypatch):
+    """run_study with every notebook replaced by a stand-in that, like the real ones, writes a
+    figure, a table and a headline through Outputs. ``run.ran`` lists the executed steps;
+    ``run.version`` goes into the file names and ``run.extra`` into the headline."""
+    import matplotlib.pyplot as plt
+    import nbformat
+    import papermill
+
+    from cxrkit import study
+
+    class Run:
+        ran: list = []
+        version = 1
+        extra: dict = {}
+
+    def execute(input_path, output_path, parameters, **kwargs):
+        cfg = load_study(parameters["params_file"])
+        step = study.Step(Path(input_path).stem, {k: v for k, v in parameters.items() if k not in ("device", "threads")})
+        out = study.Outputs(cfg, step.name)
+        out.figure(plt.figure(figsize=(1, 1)), f"fig_{step.name}_v{Run.version}")
+        out.table(pd.DataFrame({"x": [Run.version]}), f"table_{step.name}_v{Run.version}")
+        out.headline(version=Run.version, **Run.extra)
+        Path(output_path).write_text(nbformat.writes(nbformat.v4.new_notebook()))
+        Run.ran.append(step.name)
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    monkeypatch.setattr(study, "_render_html", lambda ipynb, page: Path(page).write_text("<html></html>"))
+    monkeypatch.setattr(study, "ensure_kernel", lambda: "cxrkit")
+    Run.ran = []
+    return Run
+
+
+def _fake_study(tmp_path: Path, **changes) -> Path:
+    values = {"phantom": None, "data": str(_tiny_gxs(tmp_path / "data")), "n_folds": 2,
+              "variants": ["none", "sparse", "cooc_gcn"], **changes}
+    return _smoke_copy(tmp_path, **values)
+
+
+def test_rerun_replaces_outputs_and_removed_steps_leave_the_report(tmp_path, fake_notebooks):
+    run = fake_notebooks
+    params = _fake_study(tmp_path, n_folds=3)
+    cfg = load_study(params)
+    report = cfg.report_dir
+    run.extra = {"only_in_first_run": 1.0}
+    run_study(params, progress=False)
+    assert len(run.ran) == 2 + 3 * 3 + 3
+    gcn = "03_train_fold1_refinercooc_gcn"
+    assert (report / "tables" / f"table_{gcn}_v1.csv").is_file()
+    manifest = json.loads((report / "outputs.json").read_text())
+    assert manifest["05_ablation"] == {"figures": ["fig_05_ablation_v1.png"], "tables": ["table_05_ablation_v1.csv"]}
+
+    # a re-run step: its old files and headline values are replaced, not merged
+    run.version, run.extra = 2, {}
+    run_study(params, progress=False, force=True, only=["05"])
+    heads = json.loads((report / "headlines.json").read_text())
+    assert heads["05_ablation"] == {"version": 2}
+    assert heads["04_coupling"] == {"version": 1, "only_in_first_run": 1.0}  # not re-run: kept
+    assert not (report / "tables" / "table_05_ablation_v1.csv").exists()
+    assert not (report / "figures" / "fig_05_ablation_v1.png").exists()
+    assert (report / "tables" / "table_05_ablation_v2.csv").is_file()
+    index = (report / "index.html").read_text()
+    assert "figures/fig_05_ablation_v2.png" in index and "fig_05_ablation_v1" not in index
+
+    # a variant and a fold removed from the study: their steps leave steps.json, the index,
+    # the headlines, the manifest, the notebooks folder, and their figures and tables are deleted
+    params = _fake_study(tmp_path, variants=["none", "sparse"], n_folds=2)
+    run_study(params, progress=False)  # changed parameters: every step re-runs (version 2)
+    steps = json.loads((report / "steps.json").read_text())
+    assert list(steps) == ["01_explore", "02_folds", "03_train_fold0_refinernone", "03_train_fold1_refinernone",
+                           "03_train_fold0_refinersparse", "03_train_fold1_refinersparse", "04_coupling",
+                           "05_ablation", "06_fold_agreement"]
+    for where in ("headlines.json", "outputs.json", "index.html"):
+        assert "cooc_gcn" not in (report / where).read_text(), where
+    assert not list(report.glob("**/*cooc_gcn*")) and not list(report.glob("**/*fold2*"))
+    assert "cooc_gcn" not in (report.parent / "index.html").read_text()
+    assert sorted(p.name for p in (report / "tables").iterdir()) == sorted(f"table_{s}_v2.csv" for s in steps)
+    assert sorted(p.name for p in (report / "figures").iterdir()) == sorted(f"fig_{s}_v2.png" for s in steps)
+
+
+def test_changed_data_reruns_every_step(tmp_path, fake_notebooks):
+    run = fake_notebooks
+    params = _fake_study(tmp_path, variants=["none"])
+    n_steps = 2 + 2 + 3
+    run_study(params, progress=False)
+    assert len(run.ran) == n_steps
+    run.ran.clear()
+    run_study(params, progress=False)
+    assert run.ran == []  # nothing changed: everything skipped
+    _tiny_gxs(tmp_path / "data", flip=3)  # one label of one image changed in train.csv
+    run_study(params, progress=False)
+    assert len(run.ran) == n_steps
+    run.ran.clear()
+    _tiny_gxs(tmp_path / "data", n=8, flip=3)  # two more images
+    run_study(params, progress=False)
+    assert len(run.ran) == n_steps
+
+
+def test_step_key_depends_on_the_data_fingerprint(tmp_path):
+    from cxrkit.study import _step_key, data_fingerprint, plan
+
+    cfg = load_study(_fake_study(tmp_path)).validate()
+    step = plan(cfg, "p.yaml")[0]
+    assert _step_key(step, "text", "", "aaaa") != _step_key(step, "text", "", "bbbb")
+    first = data_fingerprint(cfg)
+    _tiny_gxs(tmp_path / "data", flip=0)
+    assert data_fingerprint(cfg) != first and len(first) == 16
+    missing = load_study(_fake_study(tmp_path, data=str(tmp_path / "nowhere")))
+    assert data_fingerprint(missing).startswith("unavailable (")
+
+
+def test_top_level_index_carries_every_study(tmp_path, fake_notebooks):
+    a = _fake_study(tmp_path, file="a.yaml", name="study_a", description="First <study> & more", variants=["none"])
+    b = _fake_study(tmp_path, file="b.yaml", name="study_b", description="Second study", variants=["none", "sparse"])
+    run_study(a, progress=False)
+    run_study(b, progress=False)
+    top = (tmp_path / "reports" / "index.html").read_text()
+    assert "First &lt;study&gt; &amp; more" in top and "Second study" in top
+    for cfg in (load_study(a), load_study(b)):
+        steps = json.loads((cfg.report_dir / "steps.json").read_text())
+        for name, e in steps.items():
+            assert f"href='{cfg.name}/notebooks/{name}.html'" in top
+            assert f"{cfg.name}/figures/fig_{name}_v1.png" in top and f"{cfg.name}/tables/table_{name}_v1.csv" in top
+            assert f"<code>{json.dumps(e['parameters'])}</code>".replace('"', "&quot;") in top
+        assert f"href='{cfg.name}/index.html'" in top and (cfg.report_dir / "index.html").is_file()
+    # status, duration and headline of each step, in that study's section
+    section_b = top[top.index("<section id='study_b'>"):]
+    assert section_b.count("class='ok'>ok") == 2 + 2 * 2 + 3 and "version: 1" in section_b
+    assert top.index("<section id='study_a'>") < top.index("<section id='study_b'>")
+
+
+def test_split_leakage_raises_for_patient_groups_and_counts_for_image_groups(tmp_path):
+    from cxrkit.splits import LeakageError
+    from cxrkit.study import split_leakage
+
+    splits = pd.DataFrame({"image": ["a", "b", "c", "d", "e"], "patient_id": ["p1", "p1", "p2", "p3", "p3"],
+                           "split": ["train", "test", "train", "train", "train"], "fold": [0, -1, 1, 0, 0]})
+    patient = load_study(_smoke_copy(tmp_path, group="patient"))
+    with pytest.raises(LeakageError, match="'p1' in fold 0, test"):
+        split_leakage(patient, splits)
+    image = load_study(_smoke_copy(tmp_path, group="image"))
+    report = split_leakage(image, splits)
+    assert list(report["patient_id"]) == ["p1"]
+    assert "1 of 3 patients (2 of 5 images) are in more than one fold or in both test and train" in report.attrs["message"]
+    clean = splits.assign(fold=[0, 0, 1, 0, 0], split="train")
+    assert len(split_leakage(patient, clean)) == 0 and "none of the 3 patients" in split_leakage(patient, clean).attrs["message"]
+
+
+def test_best_recovery_prefers_the_highest_rank_correlation():
+    from cxrkit.study import best_recovery
+
+    rec = pd.DataFrame({"spearman": [0.1, 0.3, 0.9, float("nan"), 0.5]},
+                       index=pd.MultiIndex.from_tuples([("sparse", "fold 0"), ("sparse", "mean"), ("cooc_gcn", "fold 0"),
+                                                        ("cooc_gcn", "mean"), ("sparse_prior", "mean")]))
+    assert best_recovery(rec) == "sparse_prior"  # by the mean matrices only; NaN counts as lowest
+
+
+@pytest.mark.slow
+def test_study_excludes_a_corrupted_image_and_reports_image_level_leakage(tmp_path):
+    """`train: {on_bad_image: exclude}` holds for the whole study: 01_explore decodes every image
+    with it, drops the corrupted one and lists it with its reason in the data-quality tables.
+    And a study with `group: image` (the paper's splits) runs 02_folds, reporting the patients
+    its own folds leak instead of failing the leakage check. (01 and 02 only: about 40 s.)"""
+    from cxrkit.study import prepare
+
+    train = {**yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())["train"], "on_bad_image": "exclude"}
+    params = _smoke_copy(tmp_path, phantom={"patients": 30, "size": 32, "seed": 0}, train=train, group="image")
+    cfg = load_study(params).validate()
+    prepare(cfg, progress=False)
+    bad = sorted((Path(cfg.data) / "images").glob("*.png"))[3]
+    bad.write_bytes(bad.read_bytes()[:60])  # truncated PNG
+    result = run_study(params, progress=False, only=["01", "02"])
+    assert list(result["steps"]) == ["01_explore", "02_folds"]
+    assert all(s["status"] == "ok" for s in result["steps"].values())
+    tables = cfg.report_dir / "tables"
+    excluded = pd.read_csv(tables / "excluded_images.csv")
+    assert list(excluded.columns) == ["image", "reason"] and len(excluded) == 1
+    assert excluded["image"].iloc[0].endswith(bad.name) and excluded["reason"].iloc[0]
+    quality = pd.read_csv(tables / "data_quality.csv", index_col=0)
+    kept = len(pd.read_csv(Path(cfg.data) / "train.csv")) - 1
+    assert list(quality.loc["images: kept / excluded / all labels unknown"])[:2] == [kept, 1]
+    heads = json.loads((cfg.report_dir / "headlines.json").read_text())["01_explore"]
+    assert heads["excluded_images"] == 1 and heads["images"] == kept
+    leak = pd.read_csv(tables / "study_split_leakage.csv")
+    folds = json.loads((cfg.report_dir / "headlines.json").read_text())["02_folds"]
+    assert folds["patients_crossing_study_splits"] == len(leak) > 0 and (leak["n_parts"] > 1).all()
+    assert "are in more than one fold or in both test and train" in (cfg.report_dir / "notebooks" / "02_folds.ipynb").read_text()
