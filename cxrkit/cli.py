@@ -85,10 +85,14 @@ def cmd_oracle(args: argparse.Namespace) -> int:
         rows[(name, "oracle")] = {**joint.to_dict(), "macro": joint_macro}
         rows[(name, "marginal oracle")] = {**marg.to_dict(), "macro": marg_macro}
     table = pd.DataFrame(rows).T
-    with pd.option_context("display.width", 200, "display.max_columns", 40, "display.float_format", "{:.4f}".format):
-        print(table.T if len(table) <= 4 else table[["macro"]])
+    with pd.option_context("display.width", 250, "display.max_columns", 40, "display.max_rows", 100,
+                           "display.float_format", "{:.4f}".format):
+        print(table.T)  # one row per label and the macro AUC, one column per split and oracle
     if args.out:
-        table.to_csv(resolve(args.out))
+        out = resolve(args.out)
+        table.to_csv(out)
+        write_json(out.with_suffix(".json"), {"data": str(root), "split": str(resolve(args.split)) if args.split else None,
+                                              **environment()})
     return 0
 
 
@@ -129,7 +133,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     df, meta = ensemble(files)
     out = resolve(args.out)
     write_predictions(out, df["image"], [c for c in df.columns if c != "image"], df.drop(columns="image").to_numpy(),
-                      {k: v for k, v in meta.items() if k not in ("labels", "n")})
+                      {**{k: v for k, v in meta.items() if k not in ("labels", "n")}, "provenance": environment()})
     print(f"wrote {out} (mean of {len(files)} runs)")
     return 0
 
@@ -181,7 +185,11 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from cxrkit.bench import run_bench
 
-    run_bench(data=resolve(args.data), out=resolve(args.out), quick=args.quick)
+    result = run_bench(data=resolve(args.data), out=resolve(args.out), quick=args.quick)
+    missed = [g["goal"] for g in result.attrs["goals"] if not g["met"]]
+    if missed and not args.quick:
+        print(f"cxrkit bench: speed goal(s) missed: {missed}", file=sys.stderr)
+        return 1
     return 0
 
 

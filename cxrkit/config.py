@@ -67,7 +67,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0
-    amp: str = "auto"  #: auto (fp16 on cuda, off on cpu) | fp16 | bf16 | off
+    amp: str = "auto"  #: auto (fp16 + loss scaling on cuda, off elsewhere) | fp16 (cuda, mps) | bf16 | off
     ema_decay: float = 0.999  #: 0 disables EMA
     ema_warmup: bool = True  #: timm ModelEmaV3 warm-up (short runs would otherwise keep the init)
     patience: int = 3  #: early stopping on validation macro AUC
@@ -112,7 +112,26 @@ class TrainConfig:
             raise ConfigError(f"rrc_scale: need [low, high] with 0 < low <= high <= 1, got {self.rrc_scale!r}")
         if self.fold < 0:
             raise ConfigError(f"fold: must be >= 0, got {self.fold}")
+        self._validate_names()
         return self
+
+    def _validate_names(self) -> None:
+        """The dataset and its options, the refiner, the loss and the backbone exist (checked before
+        any data is read)."""
+        import timm
+
+        from cxrkit.datasets import check_dataset_options
+        from cxrkit.losses import LOSSES
+        from cxrkit.models import REFINERS
+
+        check_dataset_options(self.dataset, self.dataset_options)
+
+        for key, known in (("refiner", REFINERS), ("loss", LOSSES)):
+            if getattr(self, key) not in known:
+                raise ConfigError(f"{key}: unknown {key} {getattr(self, key)!r}; known: {sorted(known)}")
+        if not timm.is_model(self.backbone):
+            close = difflib.get_close_matches(self.backbone, timm.list_models(), n=5, cutoff=0.6)
+            raise ConfigError(f"backbone: unknown timm model {self.backbone!r}; close names: {close}")
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -173,8 +192,10 @@ def from_dict(cls: type[T], values: dict[str, Any], *, source: str = "parameters
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with errors naming the file."""
-    path = Path(path)
+    """Read a YAML mapping (a relative path is taken from the project root), with errors naming the file."""
+    from cxrkit.paths import resolve
+
+    path = resolve(path)
     if not path.is_file():
         raise ConfigError(f"parameter file not found: {path}")
     try:

@@ -28,11 +28,24 @@ def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractConte
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+#: Devices on which fp16 training gets dynamic loss scaling (torch.amp.GradScaler).
+LOSS_SCALED_DEVICES = ("cuda", "mps")
+
+
 def resolve_amp(device: torch.device, amp: str) -> torch.dtype | None:
-    """Autocast dtype: ``auto`` is fp16 on CUDA and MPS and off on CPU (bf16 on request)."""
+    """Autocast dtype: ``auto`` is fp16 on CUDA (with loss scaling in training) and off elsewhere
+    (fp32; MPS and CPU users may ask for ``bf16``, or ``fp16`` on MPS).
+
+    Raises:
+        ValueError: for ``fp16`` on a device without loss scaling (CPU), where fp16 gradients
+            would underflow silently.
+    """
     table = {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}
     if amp == "auto":
-        return torch.float16 if device.type in ("cuda", "mps") else None
+        return torch.float16 if device.type == "cuda" else None
+    if amp == "fp16" and device.type not in LOSS_SCALED_DEVICES:
+        raise ValueError(f"amp: fp16 on {device.type} has no loss scaling (its gradients underflow); "
+                         f"use amp: bf16 or off there")
     return table[amp]
 
 
@@ -82,7 +95,12 @@ def read_predictions(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 
 def check_compatible(metas: Sequence[dict[str, Any]], names: Sequence[str], *, same_fold: bool = True) -> None:
-    """Refuse to combine predictions made on different data, splits, labels or (optionally) folds."""
+    """Refuse to combine predictions made on different data, splits, labels or (optionally) folds,
+    or whose ``.json`` sidecar (what they were made on) is missing."""
+    lacking = [n for n, m in zip(names, metas) if not m.get("data_fingerprint")]
+    if lacking:
+        raise PredictionMismatch(f"no metadata sidecar (.json with the data fingerprint and fold) for {lacking}: "
+                                 f"predictions of unknown origin cannot be compared or combined")
     keys = ["data_fingerprint", "splits_fingerprint", "labels", "split"] + (["fold"] if same_fold else [])
     for key in keys:
         values = {json.dumps(m.get(key), sort_keys=True) for m in metas}
@@ -94,7 +112,15 @@ def check_compatible(metas: Sequence[dict[str, Any]], names: Sequence[str], *, s
 def ensemble(paths: Sequence[str | Path]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Average the probabilities of several prediction files (e.g. one per fold) image by image."""
     frames, metas = zip(*(read_predictions(p) for p in paths))
-    check_compatible(metas, [str(p) for p in paths], same_fold=False)
+    names = [str(p) for p in paths]
+    check_compatible(metas, names, same_fold=False)
+    for key in ("variant", "tta"):  # one model, several folds
+        if len({json.dumps(m.get(key)) for m in metas}) > 1:
+            raise PredictionMismatch(f"an ensemble averages folds of one variant; {key!r} differs: "
+                                     + ", ".join(f"{n}: {m.get(key)!r}" for n, m in zip(names, metas)))
+    folds = [m.get("fold") for m in metas]
+    if len(set(map(str, folds))) < len(folds):
+        raise PredictionMismatch(f"the same fold appears twice among {dict(zip(names, folds))}")
     base = frames[0].set_index("image")
     for p, f in zip(paths[1:], frames[1:]):
         if set(f["image"]) != set(base.index):

@@ -144,6 +144,9 @@ class FoldData:
 
 def load_fold(cfg: TrainConfig, report_dir: Path) -> FoldData:
     """Load and validate the dataset and the splits; every data error is raised here, before training."""
+    from cxrkit.datasets import check_dataset_options
+
+    check_dataset_options(cfg.dataset, cfg.dataset_options)  # e.g. on_bad_image given twice: ConfigError, not TypeError
     root = resolve(cfg.data)
     ds = create_dataset(cfg.dataset, root=root, labels=cfg.labels, on_bad_image=cfg.on_bad_image,
                         report_dir=report_dir, **cfg.dataset_options)
@@ -160,6 +163,10 @@ def load_fold(cfg: TrainConfig, report_dir: Path) -> FoldData:
     table = ds.table
     splits = splits.set_index("image").loc[table["image"]].reset_index()
     train_idx, val_idx = fold_indices(splits, cfg.fold)
+    y_val = label_matrix(table)[np.asarray(val_idx, dtype=int)]
+    if not any(len(np.unique(col[np.isfinite(col)])) == 2 for col in y_val.T):
+        raise ConfigError(f"validation fold {cfg.fold} of {splits_path} ({len(val_idx)} images): no label has both "
+                          f"positives and negatives, so its macro AUC (the model-selection metric) is undefined")
     return FoldData(table, ds.labels, np.asarray(train_idx), np.asarray(val_idx), np.asarray(test_indices(splits)),
                     fingerprint(full), file_digest(splits_path), file_digest(ds.csv))
 
@@ -187,7 +194,9 @@ def loss_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no decay on biases, norm weights and the refiner's coupling matrix (paper III.E)."""
+    """AdamW groups: weight decay (paper III.E: 1e-4) on the weights, none on biases and norm weights
+    (timm's usual practice; the paper does not say) nor on the coupling matrix, whose L1 penalty
+    replaces it (paper III.B)."""
     skip = model.no_weight_decay()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -233,12 +242,15 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
     if cfg.batch_size % dist.world or cfg.eval_batch_size % dist.world:
         raise ConfigError(f"batch_size {cfg.batch_size} and eval_batch_size {cfg.eval_batch_size} (global batches) "
                           f"must be divisible by the {dist.world} processes")
+    device = dist_device or pick_device(cfg.device)
+    amp_dtype = resolve_amp(device, cfg.amp)  # fp16 where it cannot be loss-scaled fails here, before any work
+    if cfg.pretrained and not resolve(cfg.pretrained).is_file():
+        raise FileNotFoundError(f"pretrained: weight file not found: {resolve(cfg.pretrained)}")
     data = load_fold(cfg, out)
     identity = {"data_fingerprint": data.data_fingerprint, "splits_fingerprint": data.splits_fingerprint}
     if state is not None and state.get("data", identity) != identity:
         raise TrainingError(f"{last_path} was trained on other data or folds ({state['data']}, now {identity}); "
                             f"use another --out or delete the folder to start over")
-    device = dist_device or pick_device(cfg.device)
     if dist.main:
         write_run_record(out, params, device=str(device), extra={
             "data_fingerprint": data.data_fingerprint, "splits_fingerprint": data.splits_fingerprint,
@@ -250,7 +262,8 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     y = label_matrix(data.table).astype(np.float32)
-    model = create_model(cfg.backbone, len(data.labels), refiner=cfg.refiner, pretrained=cfg.pretrained,
+    model = create_model(cfg.backbone, len(data.labels), refiner=cfg.refiner,
+                         pretrained=resolve(cfg.pretrained) if cfg.pretrained else None,
                          drop_rate=cfg.drop_rate,
                          refiner_kwargs=refiner_kwargs(cfg))
     model.fit_prior(y[data.train_idx])
@@ -287,8 +300,7 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(
         max(1, round(cfg.warmup_epochs * steps_per_epoch)), cfg.epochs * steps_per_epoch))
-    amp_dtype = resolve_amp(device, cfg.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16 and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # fp16: cuda or mps
     ema = None
     if cfg.ema_decay > 0:
         from timm.utils import ModelEmaV3
@@ -301,7 +313,7 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
 
     history: list[dict[str, Any]] = []
     best = {"epoch": -1, "val_macro_auc": -math.inf}
-    bad_epochs = nonfinite = start_epoch = 0
+    bad_epochs = nonfinite = overflow = start_epoch = 0
     if state is not None:
         model.load_state_dict(state["model"])
         if ema is not None:
@@ -310,10 +322,15 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
-        nonfinite, start_epoch = state["nonfinite"], state["epoch"]
+        nonfinite, start_epoch, overflow = state["nonfinite"], state["epoch"], state.get("overflow", 0)
     done = bool(state and state.get("done"))
 
     from tqdm import tqdm
+
+    def check_nonfinite(count: int, what: str, epoch: int, step: int) -> None:
+        if count > cfg.max_nonfinite:
+            raise TrainingError(f"{count} non-finite losses or gradients (limit max_nonfinite={cfg.max_nonfinite}); "
+                                f"the last, a non-finite {what}, at epoch {epoch + 1}, step {step}; the run is stopped")
 
     epoch = start_epoch
     while not done and epoch < cfg.epochs:
@@ -321,7 +338,7 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
         torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout etc.: a function of (seed, epoch) -> resumable
         train_loader.sampler.set_epoch(epoch)
         model.train()
-        losses, skipped = [], 0
+        losses, skipped, overflow_at_start = [], 0, overflow
         bar = tqdm(train_loader, disable=not cfg.progress, desc=f"fold {cfg.fold} epoch {epoch + 1}/{cfg.epochs}",
                    leave=False)
         for images, target, mask in bar:
@@ -337,18 +354,26 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
             if not dist.all_finite(loss):
                 skipped += 1
                 nonfinite += 1
-                if nonfinite > cfg.max_nonfinite:
-                    raise TrainingError(f"{nonfinite} non-finite losses (limit max_nonfinite={cfg.max_nonfinite}); "
-                                        f"last at epoch {epoch + 1}, step {step}; the run is stopped")
+                check_nonfinite(nonfinite, "loss", epoch, step)
                 continue
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
+            # the gradient norm (after unscaling; identical on every rank after DDP's all-reduce)
+            # also catches a finite loss whose gradient is not finite
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            grads_finite = dist.all_finite(grad_norm)
+            if not grads_finite and not scaler.is_enabled():
+                skipped += 1
+                nonfinite += 1
+                check_nonfinite(nonfinite, "gradient", epoch, step)
+                optimizer.zero_grad(set_to_none=True)
+                continue
+            scaler.step(optimizer)  # with fp16 loss scaling, skips the update itself on overflow
             scaler.update()
             scheduler.step()
-            if ema is not None:
+            if not grads_finite:  # fp16 overflow: GradScaler skipped the step and lowered its scale
+                overflow += 1
+            elif ema is not None:
                 ema.update(model, step=step)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -362,6 +387,7 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                "val_loss": _val_loss(criterion, val_probs, y_val, device), "val_macro_auc": val_auc,
                "lr": optimizer.param_groups[0]["lr"], "nonfinite_skipped": skipped,
+               "amp_overflow_steps": overflow - overflow_at_start,
                "coupling_nonzero": float(np.mean(np.abs(_offdiag(coupling)) > 1e-3)) if coupling is not None else float("nan"),
                "train_seconds": t_train, "seconds": time.time() - t0}
         history.append(row)
@@ -380,16 +406,21 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
             _save(last_path, {"model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                               "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "best": best,
-                              "bad_epochs": bad_epochs, "nonfinite": nonfinite, "params": params, "done": done,
+                              "bad_epochs": bad_epochs, "nonfinite": nonfinite, "overflow": overflow,
+                              "params": params, "done": done,
                               "data": identity})
         dist.barrier()
         if cfg.progress and dist.main:
             print(f"fold {cfg.fold} {cfg.refiner}: epoch {epoch} val macro AUC {val_auc:.4f} "
                   f"(best {best['val_macro_auc']:.4f} @ {best['epoch']})", flush=True)
 
+    if best["epoch"] < 0:
+        raise TrainingError(f"validation macro AUC was undefined in all {len(history)} epoch(s) "
+                            f"(history: {out / 'history.csv'}); no best checkpoint was kept")
     summary = finish(cfg, data, model if ema is None else ema.module, best_path, device, mean, std, subset, dist)
     summary.update({"best_epoch": best["epoch"], "best_val_macro_auc": best["val_macro_auc"],
-                    "epochs_run": len(history), "nonfinite_skipped": nonfinite, "world_size": dist.world,
+                    "epochs_run": len(history), "nonfinite_skipped": nonfinite, "amp_overflow_steps": overflow,
+                    "world_size": dist.world,
                     "wall_seconds": time.time() - t_start, "out": str(out)})
     if dist.main:
         write_json(out / "metrics.json", summary)

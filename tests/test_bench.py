@@ -21,5 +21,9 @@ def test_quick_bench_reports_every_figure(tmp_path):
     assert (rates > 0).all() and np.isfinite(rates).all()
     share = table.loc[table["benchmark"].str.contains("refiner share"), "share_%"].iloc[0]
     assert 0 < share < 100
+    goals = {g["goal"]: g for g in table.attrs["goals"]}
+    assert len(goals) == 2 and all(isinstance(g["met"], bool) for g in goals.values())
+    assert [g["measured"] for g in goals.values() if "refiner" in g["goal"]] == [share]
+    assert table.loc[table["benchmark"].str.contains("bootstrap"), "seconds"].iloc[0] > 0
     assert {r["setting"].split(" ")[0] for r in json.loads((tmp_path / "out" / "bench.json").read_text())["results"]
             if "data-parallel" in r["benchmark"]} == {"1", "2"}

@@ -78,6 +78,24 @@ def test_oracle_command(workspace, capsys):
     table = pd.read_csv(root / "oracle.csv", index_col=[0, 1])
     assert ("test", "oracle") in table.index and ("test", "marginal oracle") in table.index
     assert table["macro"].between(0.5, 1.0).all()
+    printed = capsys.readouterr().out
+    for label in ("Atelectasis", "Pneumonia", "No Finding", "macro"):  # per-label rows, not only the macro AUC
+        assert label in printed, label
+    assert "commit" in json.loads((root / "oracle.json").read_text())["git"]
+
+
+@pytest.mark.parametrize("problem", ["two variants", "fold twice", "no sidecar"])
+def test_predict_refuses_what_is_not_a_fold_ensemble(problem, workspace, tmp_path, capsys):
+    _, _, runs = workspace
+    a, b = runs[("sparse", 0)], {"two variants": runs[("none", 1)], "fold twice": runs[("sparse", 0)],
+                                 "no sidecar": tmp_path}[problem]
+    if problem == "no sidecar":
+        (tmp_path / "pred_test.csv").write_text((runs[("sparse", 1)] / "pred_test.csv").read_text())
+    capsys.readouterr()
+    assert main(["predict", str(a), str(b), "--out", str(tmp_path / "ens.csv")]) == 2
+    err = capsys.readouterr().err
+    assert {"two variants": "variant", "fold twice": "same fold", "no sidecar": "sidecar"}[problem] in err
+    assert not (tmp_path / "ens.csv").exists()
 
 
 def test_train_bad_parameter_exits_2_naming_key(workspace, capsys):

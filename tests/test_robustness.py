@@ -404,13 +404,15 @@ def test_sigkilled_run_resumes_to_the_same_result(tiny_phantom, tmp_path):
             assert p_cut.poll() is None, f"run ended before epoch 1 was saved: {(tmp_path / 'cut.log').read_text()}"
             assert time.monotonic() < deadline, "no last.pt after 150 s"
             time.sleep(0.005)
+        # epoch 2's training loop starts right after last.pt is saved: kill half-way through it
+        time.sleep(0.5 * float(pd.read_csv(cut / "history.csv")["train_seconds"].iloc[0]))
         os.kill(p_cut.pid, signal.SIGKILL)
         assert p_cut.wait(30) == -signal.SIGKILL
     finally:
         if p_cut.poll() is None:
             p_cut.kill()
     state = torch.load(cut / "last.pt", map_location="cpu", weights_only=False)
-    assert state["epoch"] < 3 and not state["done"], "the run was not interrupted"
+    assert state["epoch"] == 1 and not state["done"], "the run was not killed during epoch 2"
     assert not (cut / "metrics.json").exists()
 
     resumed = subprocess.run(_train_cmd(tiny_phantom, cut), cwd=ROOT, capture_output=True, text=True, timeout=300,

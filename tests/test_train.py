@@ -132,3 +132,70 @@ def test_resume_refuses_a_run_made_on_other_data(tiny_cfg, tmp_path):
     assert main(["folds", "--data", str(data), "--n-folds", "3", "--test-size", "0.2"]) == 0
     with pytest.raises(TrainingError, match="trained on other data"):
         train(cfg)
+
+
+def _nan_gradient(loss):
+    """The same (finite) loss value with a NaN gradient: the unselected branch of ``where`` is NaN."""
+    return torch.where(torch.tensor(True), loss, torch.sqrt(-loss - 1.0))
+
+
+def test_nonfinite_gradients_of_a_finite_loss_are_skipped_and_counted(tiny_cfg):
+    bad = {0, 2}
+    summary = train(dataclasses.replace(tiny_cfg, epochs=1),
+                    fault_hook=lambda step, loss: _nan_gradient(loss) if step in bad else loss)
+    assert summary["nonfinite_skipped"] == 2
+    state = torch.load(Path(tiny_cfg.out) / "last.pt", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    with pytest.raises(TrainingError, match="non-finite gradient"):
+        train(dataclasses.replace(tiny_cfg, epochs=1, max_nonfinite=1, out=str(Path(tiny_cfg.out) / "limit")),
+              fault_hook=lambda step, loss: _nan_gradient(loss))
+
+
+def test_early_stopping_after_patience_epochs_keeps_the_best(tiny_cfg, monkeypatch):
+    import cxrkit.train as T
+
+    scripted = iter([0.60, 0.70, 0.65, 0.69, 0.68, 0.99])  # best at epoch 2, then 3 epochs without gain
+    real = T.macro_auc
+    calls = {"n": 0}
+
+    def fake_macro_auc(y, p):
+        calls["n"] += 1
+        return next(scripted) if calls["n"] <= 5 else real(y, p)
+
+    monkeypatch.setattr(T, "macro_auc", fake_macro_auc)
+    summary = train(dataclasses.replace(tiny_cfg, epochs=8, patience=3))
+    assert summary["epochs_run"] == 5 and summary["best_epoch"] == 2
+    assert summary["best_val_macro_auc"] == 0.70
+    assert torch.load(Path(tiny_cfg.out) / "best.pt", weights_only=False)["epoch"] == 2
+
+
+def test_ema_averages_the_refiner_too(tiny_cfg):
+    train(dataclasses.replace(tiny_cfg, epochs=1, ema_decay=0.9))
+    out = Path(tiny_cfg.out)
+    last, best = (torch.load(out / n, weights_only=False) for n in ("last.pt", "best.pt"))
+    ema_a, raw_a = last["ema"]["module.refiner.A"], last["model"]["refiner.A"]
+    assert ema_a.abs().sum() > 0 and not torch.allclose(ema_a, raw_a)  # the EMA lags the raw coupling
+    torch.testing.assert_close(best["model"]["refiner.A"], ema_a)  # the kept model is the EMA, refiner included
+
+
+def test_fp16_without_loss_scaling_is_refused_before_loading_data(tiny_cfg, monkeypatch):
+    import cxrkit.train as T
+
+    monkeypatch.setattr(T, "load_fold", lambda *a, **k: pytest.fail("data was loaded"))
+    with pytest.raises(ValueError, match="fp16 on cpu"):
+        train(dataclasses.replace(tiny_cfg, amp="fp16", device="cpu"))
+
+
+def test_rawlekar_method_trains_end_to_end_with_its_loss(tiny_cfg, tmp_path):
+    """cooc_gcn with the re-weighted ASL: the prior and the loss weights come from the training
+    fold, the run completes, and the loss really is RASL (other predictions than with ASL)."""
+    gcn = dataclasses.replace(tiny_cfg, refiner="cooc_gcn", epochs=1)
+    summary = train(dataclasses.replace(gcn, loss="rasl", out=str(tmp_path / "rasl")))
+    train(dataclasses.replace(gcn, loss="asl", out=str(tmp_path / "asl")))
+    assert math.isfinite(summary["best_val_macro_auc"])
+    assert np.isfinite(pd.read_csv(tmp_path / "rasl" / "history.csv")["train_loss"]).all()
+    params = json.loads((tmp_path / "rasl" / "params.json").read_text())
+    assert params["loss"] == "rasl" and params["refiner"] == "cooc_gcn"
+    prior = pd.read_csv(tmp_path / "rasl" / "coupling.csv", index_col=0)
+    assert (np.diag(prior) == 0).all() and prior.to_numpy().max() <= 1 and prior.to_numpy().sum() > 0
+    assert not np.allclose(_preds(tmp_path / "rasl").iloc[:, 1:], _preds(tmp_path / "asl").iloc[:, 1:])

@@ -225,4 +225,8 @@ def generate(
     truth.to_csv(out / "truth.csv", index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
     info["complete"] = True
     _write_marker(out, info)
+    from cxrkit.provenance import environment, write_json
+
+    # who made it, when, with which code (phantom.json stays free of timestamps)
+    write_json(out / "provenance.json", {"parameters": params, **environment()})
     return {**info, "out": str(out), "seconds": time.perf_counter() - start}
