@@ -9,7 +9,7 @@ JOBS ?= auto
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup study test test-fast lint bench clean distclean kernel
+.PHONY: help setup study test test-fast lint bench notebooks clean distclean kernel
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,10 @@ bench: $(STAMP) ## Throughput and speed goals (cache vs decode, train/infer imag
 	  $(PY) -m cxrkit.cli study -f params/smoke.yaml --jobs $(JOBS) && \
 	  $(PY) -m cxrkit.cli screenshot reports/smoke/index.html --out runs/bench/report.png; \
 	else $(PY) -m cxrkit.cli screenshot reports/default/index.html --out runs/bench/report.png; fi
+
+notebooks: $(STAMP) ## Re-execute the committed notebooks in place with the smoke parameters (the outputs nbval compares against)
+	rm -rf runs/smoke reports/smoke
+	for nb in notebooks/0*.ipynb; do $(VENV)/bin/papermill --cwd notebooks -k cxrkit --no-progress-bar "$$nb" "$$nb" || exit 1; done
 
 kernel: $(STAMP) ## Also register the "cxrkit" Jupyter kernel for your user (for a JupyterLab outside .venv)
 	$(PY) -m ipykernel install --user --name cxrkit --display-name "Python (cxrkit)"
