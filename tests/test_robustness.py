@@ -383,6 +383,31 @@ def _train_cmd(root: Path, out: Path) -> list[str]:
             "--no-progress", "--no-cache", "--out", str(out)]
 
 
+#: ``python -c`` program: ``cxrkit train`` whose training loss, at the second step after the epoch-1
+#: checkpoint was saved (inside epoch 2's training loop), writes ``<out>/in_epoch2`` and hangs, so a
+#: test can kill it there at a known place instead of at a guessed time.
+_HANG_IN_EPOCH2 = """
+import pathlib, sys, time
+import cxrkit.train as T
+from cxrkit.cli import main
+out, real, calls = pathlib.Path(sys.argv[1]), T.create_loss, []
+def create_loss(*args, **kwargs):
+    loss = real(*args, **kwargs)
+    forward = loss.forward
+    def hanging(*a, **k):
+        if (out / "last.pt").exists():
+            calls.append(1)
+            if len(calls) == 2:
+                (out / "in_epoch2").write_text("step 2 of epoch 2")
+                time.sleep(600)
+        return forward(*a, **k)
+    loss.forward = hanging
+    return loss
+T.create_loss = create_loss
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def _popen(cmd: list[str], log: Path) -> subprocess.Popen:
     with open(log, "wb") as fh:
         return subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
@@ -397,16 +422,15 @@ def _history(out: Path) -> pd.DataFrame:
 def test_sigkilled_run_resumes_to_the_same_result(tiny_phantom, tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     p_full = _popen(_train_cmd(tiny_phantom, full), tmp_path / "full.log")
-    p_cut = _popen(_train_cmd(tiny_phantom, cut), tmp_path / "cut.log")
+    p_cut = _popen([sys.executable, "-c", _HANG_IN_EPOCH2, str(cut), *_train_cmd(tiny_phantom, cut)[3:]],
+                   tmp_path / "cut.log")
     try:
         deadline = time.monotonic() + 150
-        while not (cut / "last.pt").exists():
-            assert p_cut.poll() is None, f"run ended before epoch 1 was saved: {(tmp_path / 'cut.log').read_text()}"
-            assert time.monotonic() < deadline, "no last.pt after 150 s"
-            time.sleep(0.005)
-        # epoch 2's training loop starts right after last.pt is saved: kill half-way through it
-        time.sleep(0.5 * float(pd.read_csv(cut / "history.csv")["train_seconds"].iloc[0]))
-        os.kill(p_cut.pid, signal.SIGKILL)
+        while not (cut / "in_epoch2").exists():
+            assert p_cut.poll() is None, f"run ended before epoch 2: {(tmp_path / 'cut.log').read_text()}"
+            assert time.monotonic() < deadline, "not in epoch 2 after 150 s"
+            time.sleep(0.01)
+        os.kill(p_cut.pid, signal.SIGKILL)  # in the middle of epoch 2's training loop
         assert p_cut.wait(30) == -signal.SIGKILL
     finally:
         if p_cut.poll() is None:
