@@ -19,8 +19,11 @@ from cxrkit.phantom.model import DRAWABLE, HABITUS_KEYS, META_COLUMNS, PhantomCo
 
 
 def _files(root: Path) -> dict[str, bytes]:
+    """Every file of a generated dataset but its provenance record (which holds the time)."""
     return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "provenance.json"
     }
 
 
@@ -51,6 +54,9 @@ def test_writes_dataset(tmp_path: Path) -> None:
     assert meta["counts"]["positives"] == {lab: int(train[lab].sum()) for lab in LABELS}
     assert meta["model"]["cause_prior"]["critical"] == 0.45
     assert info["out"] == str(out) and info["seconds"] > 0
+    prov = json.loads((out / "provenance.json").read_text())  # who made it, when, with which code
+    assert prov["parameters"]["seed"] == 3 and "commit" in prov["git"] and prov["packages"]["numpy"]
+    assert "time" in prov and "time" not in meta  # phantom.json stays deterministic
 
 
 def test_same_seed_is_byte_identical_across_worker_counts(tmp_path: Path) -> None:
