@@ -144,9 +144,6 @@ class FoldData:
 
 def load_fold(cfg: TrainConfig, report_dir: Path) -> FoldData:
     """Load and validate the dataset and the splits; every data error is raised here, before training."""
-    from cxrkit.datasets import check_dataset_options
-
-    check_dataset_options(cfg.dataset, cfg.dataset_options)  # e.g. on_bad_image given twice: ConfigError, not TypeError
     root = resolve(cfg.data)
     ds = create_dataset(cfg.dataset, root=root, labels=cfg.labels, on_bad_image=cfg.on_bad_image,
                         report_dir=report_dir, **cfg.dataset_options)

@@ -349,16 +349,21 @@ def test_check_dataset_options_names_the_key() -> None:
         check_dataset_options("chexpret", {})
 
 
-def test_load_fold_refuses_on_bad_image_given_twice(tmp_path: Path) -> None:
+def test_training_refuses_on_bad_image_given_twice(tmp_path: Path, monkeypatch) -> None:
     """on_bad_image in dataset_options as well as the run's own parameter: a ConfigError naming
-    the key, before any data is read (it used to be a TypeError from the loader call)."""
-    from cxrkit.config import ConfigError, TrainConfig
-    from cxrkit.train import load_fold
+    the key when the parameters are read, before any data is (it used to be a TypeError from the
+    loader call)."""
+    import cxrkit.train as T
+    from cxrkit.config import ConfigError, TrainConfig, from_dict
 
-    cfg = TrainConfig(data=str(tmp_path / "not-read"), on_bad_image="exclude",
-                      dataset_options={"on_bad_image": "exclude"})
-    with pytest.raises(ConfigError, match=r"dataset_options.on_bad_image: set by 'on_bad_image'"):
-        load_fold(cfg, tmp_path)
+    values = {"data": str(tmp_path / "not-read"), "on_bad_image": "exclude",
+              "dataset_options": {"on_bad_image": "exclude"}, "out": str(tmp_path / "run")}
+    match = r"dataset_options.on_bad_image: set by 'on_bad_image'"
+    with pytest.raises(ConfigError, match=match):
+        from_dict(TrainConfig, values)
+    monkeypatch.setattr(T, "load_fold", lambda *a, **k: pytest.fail("data was read"))
+    with pytest.raises(ConfigError, match=match):
+        T.train(TrainConfig(**values))
 
 
 # ----------------------------------------------------------------------------- CheXpert
