@@ -11,6 +11,10 @@ from cxrkit.labels import LABELS
 from cxrkit.phantom import model
 from cxrkit.phantom.model import DRAWABLE, PATHOLOGIES, PhantomConfig, sample_studies, split_table
 from cxrkit.phantom.oracle import (
+    _canonicalise,
+    _pattern_table,
+    _posterior_patterns,
+    _states,
     coupling_matrix,
     expected_positive_count,
     marginal_posterior,
@@ -32,6 +36,12 @@ def first_studies() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def sample() -> pd.DataFrame:
     return sample_studies(20_000, seed=22)
+
+
+@pytest.fixture(scope="module")
+def seed7() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(labels, truth) of sample_studies(20000, seed=7), the exact-ties example of issue 10."""
+    return split_table(sample_studies(20_000, seed=7))
 
 
 def _brute_force_posterior(r: np.ndarray, config: PhantomConfig) -> np.ndarray:
@@ -252,3 +262,69 @@ def test_oracle_scores_layout(sample: pd.DataFrame) -> None:
     np.testing.assert_allclose(
         values, posterior(truth[[f"drawn_{lab}" for lab in DRAWABLE]].to_numpy())
     )
+
+
+def test_exact_ties_on_finite_sample(seed7: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """Pleural Other depends on its own flag only: 2 scores, and the marginal oracle's AUC."""
+    labels, truth = seed7
+    po = LABELS.index("Pleural Other")
+    assert len(np.unique(posterior(truth)[:, po])) == 2
+    per_label, macro = oracle_auc(truth, labels)
+    per_label_m, _ = oracle_auc(truth, labels, marginal=True)
+    assert per_label["Pleural Other"] == pytest.approx(0.7440, abs=5e-5)
+    assert macro == pytest.approx(0.8926, abs=5e-5)
+    assert per_label["Pleural Other"] == pytest.approx(per_label_m["Pleural Other"], abs=1e-12)
+    pop, _ = population_auc()
+    pop_m, _ = population_auc(marginal=True)
+    assert pop["Pleural Other"] == pytest.approx(pop_m["Pleural Other"], abs=1e-12)
+    # The marginal oracle stays tie-exact: two scores per drawable label, one for No Finding.
+    marg = marginal_posterior(truth)
+    assert all(len(np.unique(marg[:, LABELS.index(lab)])) <= 2 for lab in DRAWABLE)
+    assert len(np.unique(marg[:, LABELS.index("No Finding")])) == 1
+
+
+@pytest.mark.parametrize("report_noise", [True, False])
+def test_canonical_table_is_well_separated(report_noise: bool) -> None:
+    table = _pattern_table(report_noise)
+    assert len(table.patterns) == 2 ** len(DRAWABLE) - 2**7 * 31  # haze excludes drawn children
+    assert table.prob.sum() == pytest.approx(1.0, abs=1e-12)
+    assert table.spread.max() < 1e-13 and table.gap.min() > 1e-9
+    raw, _ = _posterior_patterns(np.asarray(table.patterns), _states(report_noise))
+    np.testing.assert_allclose(table.post, raw, rtol=1e-12, atol=0)  # only rounding moved
+    config = PhantomConfig(report_noise=report_noise)
+    assert np.array_equal(posterior(table.patterns, config), table.post)
+    assert not table.post.flags.writeable
+
+
+@pytest.mark.parametrize("report_noise", [True, False])
+def test_context_specific_exact_ties(report_noise: bool) -> None:
+    """Ties that d-separation alone does not give, exact in the table."""
+    config = PhantomConfig(report_noise=report_noise)
+    f10, f01 = config.flip_pos_to_neg, config.flip_neg_to_pos
+    table = _pattern_table(report_noise)
+    r, post = table.patterns, table.post
+    child = r[:, [DRAWABLE.index(ch) for ch in model.LUNG_OPACITY_CHILDREN]].max(axis=1) == 1
+    lo = np.unique(post[child, LABELS.index("Lung Opacity")])
+    assert len(lo) == 1
+    p_lo = model.LO_GIVEN_CHILD
+    assert lo[0] == pytest.approx(p_lo * (1 - f10) + (1 - p_lo) * f01, abs=1e-12)
+    for d, lab in enumerate(DRAWABLE):  # a drawn finding is present whatever else is drawn
+        value = np.unique(post[r[:, d] == 1, LABELS.index(lab)])
+        expected = 1.0 if lab == "Support Devices" else 1 - f10
+        assert len(value) == 1 and value[0] == pytest.approx(expected, abs=1e-12), lab
+    if not report_noise:
+        drawn_path = r[:, [DRAWABLE.index(p) for p in PATHOLOGIES]].max(axis=1) == 1
+        assert (post[drawn_path, LABELS.index("No Finding")] == 0).all()
+
+
+def test_canonicalise_rejects_ambiguous_ties() -> None:
+    values = np.array([0.6, 0.3, 0.3 * (1 + 1e-15), 0.0, 0.0])
+    canon, spread, gap = _canonicalise(values)
+    assert canon[1] == canon[2] and canon[0] == 0.6 and (canon[3:] == 0).all()
+    assert spread < 1e-13 and gap == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="ambiguous"):  # a chain of small steps: spread too large
+        _canonicalise(0.5 * (1 + 6e-13 * np.arange(3)))
+    with pytest.raises(ValueError, match="ambiguous"):  # two values too close to tell apart
+        _canonicalise(np.array([0.5, 0.5 + 1e-11]))
+    with pytest.raises(ValueError, match="non-negative"):
+        _canonicalise(np.array([0.5, -0.1]))

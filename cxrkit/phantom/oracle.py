@@ -6,6 +6,12 @@ s = (c, h): the 2^6 cause configurations c and the 2^5 true values h of Lung Opa
 children. Given s, the other noisy-OR findings, Lung Opacity, report noise and the drawn flags
 are independent, so every quantity is a sum over states of products. No sampling, no training.
 
+Exact ties: many posteriors are equal in exact arithmetic (Pleural Other depends on its own
+flag only; a drawn finding is present whatever else is drawn) but come out ulps apart. So the
+posterior of every possible drawn pattern (4224 of 2^13) is tabulated once per ``report_noise``,
+each label's values equal up to rounding are given one value (checked unambiguous), and every
+oracle score is looked up there: AUCs on a finite split see the exact ties as ties.
+
 The observed labels modelled here are the 0/1 labels after report noise (``config.report_noise``);
 ``config.uncertain_rate`` is not modelled (uncertain -1 entries are skipped when scoring).
 """
@@ -40,8 +46,11 @@ _NF = LABELS.index("No Finding")
 _DRAWABLE_IN_LABELS = [LABELS.index(lab) for lab in DRAWABLE]
 #: Positions in DRAWABLE of the pathologies (report-noised, define No Finding).
 _PATH_IN_DRAWABLE = [DRAWABLE.index(p) for p in PATHOLOGIES]
-#: Images per chunk of the state-posterior computation (chunk x 2048 float64 arrays).
+#: Patterns per chunk of the state-posterior computation (chunk x 2048 float64 arrays).
 _CHUNK = 2048
+#: Tie canonicalisation (relative to the larger value): neighbours closer than _TIE_RTOL are one
+#: value; a group wider than _MAX_SPREAD or a gap between groups below _MIN_GAP is ambiguous.
+_TIE_RTOL, _MAX_SPREAD, _MIN_GAP = 1e-12, 1e-13, 1e-9
 
 
 @dataclass(frozen=True)
@@ -167,10 +176,88 @@ def _posterior_patterns(r: np.ndarray, st: _States) -> tuple[np.ndarray, np.ndar
     return np.clip(post, 0.0, 1.0), evidence  # clip rounding (e.g. 1 + 1e-16)
 
 
+def _canonicalise(values: np.ndarray, name: str = "values") -> tuple[np.ndarray, float, float]:
+    """Give values equal up to rounding one value, the group's upper median (design doc, 5).
+
+    Sorted neighbours at most ``_TIE_RTOL`` apart relative to the larger form a group (relative:
+    the posteriors are sums of non-negative products, and No Finding has distinct values down
+    to 1e-18). ``values``: (P,) finite, >= 0; ``name`` labels the error message.
+
+    Returns:
+        ``(canonical, spread, gap)``: (P,) values; the largest relative spread (max - min) / max
+        within a group; the smallest relative gap between groups (inf for a single group).
+
+    Raises:
+        ValueError: on negative or non-finite values, or an ambiguous grouping (spread >=
+            ``_MAX_SPREAD`` or gap <= ``_MIN_GAP``), so that a model change cannot mis-merge.
+    """
+    values = np.asarray(values, dtype=float)
+    if not (np.isfinite(values).all() and (values >= 0).all()):
+        raise ValueError(f"{name}: scores to canonicalise must be finite and non-negative")
+    order = np.argsort(values, kind="stable")
+    v = values[order]
+    rel = np.diff(v) / np.where(v[1:] > 0, v[1:], 1.0)
+    new = rel > _TIE_RTOL
+    starts = np.flatnonzero(np.concatenate([[v.size > 0], new]))
+    sizes = np.diff(np.append(starts, v.size))
+    lo, hi = v[starts], v[starts + sizes - 1]
+    spread = float(((hi - lo) / np.where(hi > 0, hi, 1.0)).max(initial=0.0))
+    gap = float(rel[new].min(initial=np.inf))
+    if spread >= _MAX_SPREAD or gap <= _MIN_GAP:
+        raise ValueError(
+            f"{name}: ambiguous exact ties (relative spread within a group {spread:.3g}"
+            f" must be < {_MAX_SPREAD:g}, gap between groups {gap:.3g} > {_MIN_GAP:g})"
+        )
+    out = np.empty_like(v)
+    out[order] = np.repeat(v[starts + sizes // 2], sizes)
+    return out, spread, gap
+
+
+@dataclass(frozen=True)
+class _Table:
+    """The oracle on every possible drawn pattern (read-only arrays)."""
+
+    patterns: np.ndarray  # (P, 13) possible 0/1 patterns, DRAWABLE order, by increasing code
+    row: np.ndarray  # (2^13,) row in ``patterns`` of pattern code sum_d r_d 2^d, -1 if impossible
+    post: np.ndarray  # (P, 14) canonical P(y_obs = 1 | r), LABELS order
+    prob: np.ndarray  # (P,) P(r)
+    spread: np.ndarray  # (14,) largest relative spread within a tie group, per label
+    gap: np.ndarray  # (14,) smallest relative gap between tie groups, per label
+
+
+@lru_cache(maxsize=4)
+def _pattern_table(report_noise: bool) -> _Table:
+    """Tabulate the canonical posterior of all possible drawn patterns (design doc, section 5).
+
+    Raises:
+        ValueError: if a label's ties are ambiguous (see :func:`_canonicalise`).
+    """
+    st = _states(report_noise)
+    n_d = len(DRAWABLE)
+    r = ((np.arange(2**n_d)[:, None] >> np.arange(n_d)) & 1).astype(float)
+    parts = [_posterior_patterns(r[i : i + _CHUNK], st) for i in range(0, len(r), _CHUNK)]
+    prob = np.concatenate([e for _, e in parts])
+    possible = prob > 0
+    raw = np.concatenate([p for p, _ in parts])[possible]
+    post, spread, gap = np.empty_like(raw), np.empty(len(LABELS)), np.empty(len(LABELS))
+    for j, lab in enumerate(LABELS):
+        post[:, j], spread[j], gap[j] = _canonicalise(
+            raw[:, j], f"oracle posterior of {lab} (report_noise={report_noise})"
+        )
+    row = np.full(2**n_d, -1)
+    row[possible] = np.arange(possible.sum())
+    table = _Table(r[possible], row, post, prob[possible], spread, gap)
+    for arr in vars(table).values():
+        arr.setflags(write=False)
+    return table
+
+
 def posterior(
     drawn: np.ndarray | pd.DataFrame, config: PhantomConfig = DEFAULT_CONFIG
 ) -> np.ndarray:
-    """Exact oracle scores P(y_obs_j = 1 | r) given all 13 drawn flags.
+    """Exact oracle scores P(y_obs_j = 1 | r) given all 13 drawn flags (design doc, section 5).
+
+    Looked up in the canonical table of all possible patterns: exact ties are kept.
 
     Args:
         drawn: (N, 13) 0/1 flags in DRAWABLE order, or a table with ``drawn_<label>`` columns.
@@ -181,22 +268,19 @@ def posterior(
 
     Raises:
         ValueError: if a pattern is impossible under the model (e.g. the Lung Opacity haze
-            drawn together with one of its children).
+            drawn together with one of its children), or if the flags are malformed.
     """
     r = _drawn_array(drawn)
-    st = _states(config.report_noise)
-    patterns, inverse = np.unique(r, axis=0, return_inverse=True)
-    parts = [
-        _posterior_patterns(patterns[i : i + _CHUNK], st) for i in range(0, len(patterns), _CHUNK)
-    ]
-    post = np.concatenate([p for p, _ in parts] or [np.zeros((0, len(LABELS)))])
-    evidence = np.concatenate([e for _, e in parts] or [np.zeros(0)])
-    if (evidence <= 0).any():
-        bad = patterns[evidence <= 0].astype(int)
+    table = _pattern_table(config.report_noise)
+    codes = r.astype(np.int64) @ (1 << np.arange(len(DRAWABLE), dtype=np.int64))
+    rows = table.row[codes]
+    if (rows < 0).any():
+        bad = np.unique(codes[rows < 0])
+        example = ((bad[0] >> np.arange(len(DRAWABLE))) & 1).tolist()
         raise ValueError(
-            f"{len(bad)} drawn pattern(s) impossible under the phantom model, e.g. {bad[0].tolist()}"
+            f"{len(bad)} drawn pattern(s) impossible under the phantom model, e.g. {example}"
         )
-    return post[inverse.reshape(-1)]
+    return table.post[rows]
 
 
 def _marginal_tables(config: PhantomConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -321,22 +405,17 @@ def oracle_auc(
 def population_auc(
     marginal: bool = False, config: PhantomConfig = DEFAULT_CONFIG
 ) -> tuple[pd.Series, float]:
-    """Exact oracle AUC on an infinite sample of independent studies.
+    """Exact oracle AUC on an infinite sample of independent studies (design doc, section 5).
 
-    Enumerates all 2^13 drawn patterns with their probabilities (dropping the impossible
-    ones); AUC counts ties as 1/2.
+    Weighs every possible drawn pattern by its probability; the oracle's scores and the
+    positive weights are the canonical table's (exact ties), and AUC counts ties as 1/2.
 
     Returns:
         ``(per_label, macro)`` as in :func:`oracle_auc`.
     """
-    st = _states(config.report_noise)
-    r = ((np.arange(2 ** len(DRAWABLE))[:, None] >> np.arange(len(DRAWABLE))) & 1).astype(float)
-    parts = [_posterior_patterns(r[i : i + _CHUNK], st) for i in range(0, len(r), _CHUNK)]
-    possible = np.concatenate([e for _, e in parts]) > 0
-    r = r[possible]
-    post = np.concatenate([p for p, _ in parts])[possible]
-    prob = np.concatenate([e for _, e in parts])[possible]
-    score = marginal_posterior(r, config) if marginal else post
+    table = _pattern_table(config.report_noise)
+    post, prob = table.post, table.prob
+    score = marginal_posterior(table.patterns, config) if marginal else post
     auc = {}
     for j, lab in enumerate(LABELS):
         pos, neg = prob * post[:, j], prob * (1 - post[:, j])
