@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cxrkit-installed
 PARAMS ?= params/default.yaml
 JOBS ?= auto
+TEST_WORKERS ?= auto
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
@@ -26,8 +27,8 @@ setup: $(STAMP) ## Create .venv and install cxrkit with its dev tools (skipped w
 study: $(STAMP) ## Run the whole study on the embedded phantom and write the report (PARAMS=params/default.yaml JOBS=auto)
 	$(PY) -m cxrkit.cli study -f $(PARAMS) --jobs $(JOBS)
 
-test: $(STAMP) ## Run every test (unit, slow and notebook regression tests)
-	$(PY) -m pytest -q
+test: $(STAMP) ## Run every test (unit, slow and notebook regression tests), on every core (TEST_WORKERS=auto)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: $(STAMP) ## Run the tests that are not marked slow
 	$(PY) -m pytest -q -m "not slow"
@@ -42,9 +43,9 @@ bench: $(STAMP) ## Throughput and speed goals (cache vs decode, train/infer imag
 	  $(PY) -m cxrkit.cli screenshot reports/smoke/index.html --out runs/bench/report.png; \
 	else $(PY) -m cxrkit.cli screenshot reports/default/index.html --out runs/bench/report.png; fi
 
-notebooks: $(STAMP) ## Re-execute the committed notebooks in place with the smoke parameters (the outputs nbval compares against)
+notebooks: $(STAMP) ## Re-execute the committed notebooks in place with the smoke parameters (the outputs nbval compares against; 2 threads, the tests use 1)
 	rm -rf runs/smoke reports/smoke
-	for nb in notebooks/0*.ipynb; do $(VENV)/bin/papermill --cwd notebooks -k cxrkit --no-progress-bar "$$nb" "$$nb" || exit 1; done
+	for nb in notebooks/0*.ipynb; do OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 $(VENV)/bin/papermill --cwd notebooks -k cxrkit --no-progress-bar "$$nb" "$$nb" || exit 1; done
 
 kernel: $(STAMP) ## Also register the "cxrkit" Jupyter kernel for your user (for a JupyterLab outside .venv)
 	$(PY) -m ipykernel install --user --name cxrkit --display-name "Python (cxrkit)"

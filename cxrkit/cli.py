@@ -18,7 +18,7 @@ import yaml
 
 from cxrkit.config import ConfigError, TrainConfig, from_dict, load_yaml
 from cxrkit.paths import resolve
-from cxrkit.provenance import environment, write_json
+from cxrkit.provenance import check_writable, environment, write_json
 
 
 def _add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -53,6 +53,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from cxrkit.phantom.generate import generate
     from cxrkit.phantom.model import PhantomConfig
 
+    check_writable(resolve(args.out), "the phantom", "choose a writable folder with --out")
     cfg = PhantomConfig(report_noise=not args.no_report_noise, uncertain_rate=args.uncertain_rate)
     info = generate(resolve(args.out), n_patients=args.patients, size=args.size, seed=args.seed, config=cfg,
                     workers=args.workers, progress=not args.quiet, overwrite=args.overwrite)
@@ -64,18 +65,16 @@ def cmd_oracle(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cxrkit.phantom.oracle import oracle_auc
+    from cxrkit.study import phantom_tables, split_groups
 
     root = resolve(args.data)
-    labels_df, truth = pd.read_csv(root / "train.csv"), pd.read_csv(root / "truth.csv")
+    if args.out:
+        check_writable(resolve(args.out).parent, "the oracle table", "choose a writable --out")
+    labels_df, truth = phantom_tables(root)
     groups: dict[str, list[str]] = {"all": labels_df["Image_name"].tolist()}
-    if args.split:
-        from cxrkit.splits import load_splits
-
-        splits = load_splits(resolve(args.split))
-        groups = {"test": splits.loc[splits["split"] == "test", "image"].tolist()}
-        for k in sorted(splits.loc[splits["fold"] >= 0, "fold"].unique()):
-            groups[f"fold {k} (val)"] = splits.loc[splits["fold"] == k, "image"].tolist()
-        groups = {k: v for k, v in groups.items() if v}
+    if args.split:  # the splits must hold the phantom's images and patients
+        groups = {k if k == "test" else f"{k} (val)": v.tolist()
+                  for k, v in split_groups(resolve(args.split), labels_df).items()}
     rows = {}
     for name, images in groups.items():
         sel_l = labels_df[labels_df["Image_name"].isin(images)]
@@ -100,12 +99,15 @@ def cmd_folds(args: argparse.Namespace) -> int:
     from cxrkit.datasets import create_dataset, fingerprint
     from cxrkit.splits import balance_table, check_leakage, make_splits, save_splits
 
+    out = resolve(args.out or Path(args.data) / "folds.csv")
+    out = out if out.suffix == ".csv" else out / "folds.csv"
+    check_writable(out.parent, "the folds", "write them elsewhere with --out FOLDER/folds.csv "
+                                               "(then train with --splits FOLDER/folds.csv)")
     ds = create_dataset(args.dataset, root=resolve(args.data), check_images=False, **args.dataset_options)
     splits = make_splits(ds.table, ds.labels, n_folds=args.n_folds, test_size=args.test_size, seed=args.seed,
                          group=args.group)
     if args.group == "patient":
         check_leakage(splits)
-    out = resolve(args.out or Path(args.data) / "folds.csv")
     save_splits(splits, out, {"seed": args.seed, "n_folds": args.n_folds, "test_size": args.test_size,
                               "group": args.group, "fingerprint": fingerprint(ds.table),
                               "dataset": args.dataset, "data": str(resolve(args.data)),
@@ -130,8 +132,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     name = f"pred_{args.split}{'' if args.tta else '_notta'}.csv"
     files = [resolve(r) / name for r in args.runs]
-    df, meta = ensemble(files)
     out = resolve(args.out)
+    check_writable(out.parent, "the ensemble", "choose a writable --out")
+    df, meta = ensemble(files)
     write_predictions(out, df["image"], [c for c in df.columns if c != "image"], df.drop(columns="image").to_numpy(),
                       {**{k: v for k, v in meta.items() if k not in ("labels", "n")}, "provenance": environment()})
     print(f"wrote {out} (mean of {len(files)} runs)")
@@ -141,6 +144,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cxrkit.evaluate import evaluate_files
 
+    if args.out:
+        check_writable(resolve(args.out).parent, "the metrics table", "choose a writable --out")
     report = evaluate_files([resolve(p) for p in args.predictions], data=resolve(args.data), dataset=args.dataset,
                             dataset_options=args.dataset_options, threshold=args.threshold, n_boot=args.bootstrap,
                             seed=args.seed)
@@ -222,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-size", type=float, default=0.2)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--group", choices=("patient", "image"), default="patient")
-    s.add_argument("--out", help="default: DATA/folds.csv")
+    s.add_argument("--out", help="default: DATA/folds.csv (a read-only DATA needs another: FOLDER/folds.csv)")
     s.set_defaults(func=cmd_folds)
 
     s = sub.add_parser("train", help="train one fold of one refiner variant")
@@ -273,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, PermissionError) as exc:  # NotWritableError is a PermissionError
         print(f"cxrkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, RuntimeError) as exc:  # DataError, LeakageError, StudyError, TrainingError, ...

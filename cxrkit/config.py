@@ -32,7 +32,12 @@ class TrainConfig:
     CPU: ``backbone`` (timm's 0.37M-parameter ``test_resnet`` instead of ``seresnext101_32x4d``,
     trained from scratch), ``image_size`` (128 instead of 380), ``batch_size`` (32 instead of 24),
     ``epochs`` (6 instead of 3) and ``lr`` (2e-3 instead of 2e-4). ``params/paper.yaml`` sets
-    the paper's values. Paths are resolved from the project root, not from the cwd.
+    the paper's values. The loss's ``loss_reduction`` (``sum``) and ``focal_grad`` (detached)
+    are the official ASL's; the authors' code averages over the entries and differentiates the
+    focusing weight, which ``paper.yaml`` also sets. Likewise ``ema_refiner``, ``ema_warmup``
+    and ``weight_decay_all`` default to cxrkit's choices; ``paper.yaml`` sets those of the
+    authors' code (``crxml/train.py``, ``crxml/models/ema.py``). Paths are resolved from the
+    project root, not from the cwd.
     """
 
     # data
@@ -51,13 +56,26 @@ class TrainConfig:
     alpha: float = 0.3  #: coupling strength of the sparse refiners
     l1_lambda: float = 1e-3  #: L1 weight on off-diagonal couplings (sparse refiners)
     gcn_layers: int = 3  #: cooc_gcn: GCN layers (Rawlekar et al.: 3)
-    gcn_hidden: int = 16  #: cooc_gcn: hidden node-feature width
-    gcn_normalize: str = "row"  #: cooc_gcn: row | sym | none normalisation of the prior
+    gcn_hidden: int = 16  #: cooc_gcn: hidden node-feature width (Rawlekar et al.'s code, COCO: 10)
+    #: cooc_gcn: ``row`` (cxrkit's: prior normalised by gcn_normalize, LeakyReLU after every layer,
+    #: last layer zero-initialised so it starts as the identity) | ``official`` (Rawlekar et al.'s
+    #: code: ML-GCN-style re-weighted graph with gcn_p, no activation after the last layer,
+    #: uniform(+-1/sqrt(fan_out)) initialisation)
+    gcn_form: str = "row"
+    gcn_normalize: str = "row"  #: cooc_gcn, gcn_form row: row | sym | none normalisation of the prior
+    gcn_p: float = 0.2  #: cooc_gcn, gcn_form official: re-weighting p (self-weight 1 - p, neighbours p / (1 - p))
     # loss
     loss: str = "asl"  #: asl | rasl | bce
     gamma_pos: float | None = None  #: None: the loss's own default (asl 0, rasl 1)
     gamma_neg: float | None = None  #: None: the loss's own default (asl 4, rasl 3)
     clip: float | None = None  #: None: the loss's own default (0.05)
+    #: asl/rasl: gradient through the focusing weight (Srivastava et al.'s code); None: the loss's
+    #: own default (False: detached, as the official ASL)
+    focal_grad: bool | None = None
+    #: sum (over an image's known labels, / batch size; the official ASL) | mean (over the known
+    #: entries; Srivastava et al.'s code). Under mean, l1_lambda and grad_clip act L (labels) times
+    #: more strongly relative to the data term than under sum.
+    loss_reduction: str = "sum"
     # optimisation
     image_size: int = 128  #: the paper: 380
     batch_size: int = 32  #: the paper: 24
@@ -65,11 +83,19 @@ class TrainConfig:
     epochs: int = 6  #: the paper: 3
     lr: float = 2e-3  #: the paper: 2e-4 (fine-tuning ImageNet weights)
     weight_decay: float = 1e-4
+    #: AdamW decays every parameter, biases, norm layers and the coupling matrix A included
+    #: (Srivastava et al.'s code, crxml/train.py); False: the weights only (cxrkit's)
+    weight_decay_all: bool = False
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0
     amp: str = "auto"  #: auto (fp16 + loss scaling on cuda, off elsewhere) | fp16 (cuda, mps) | bf16 | off
     ema_decay: float = 0.999  #: 0 disables EMA
-    ema_warmup: bool = True  #: timm ModelEmaV3 warm-up (short runs would otherwise keep the init)
+    #: timm ModelEmaV3 warm-up (short runs would otherwise keep the init); False: ema_decay from the
+    #: first update on (Srivastava et al.'s crxml/models/ema.py)
+    ema_warmup: bool = True
+    #: the EMA averages the refiner too (cxrkit's); False: the backbone only, validated, kept and used
+    #: for predictions with the live refiner (Srivastava et al.'s code, crxml/train.py)
+    ema_refiner: bool = True
     patience: int = 3  #: early stopping on validation macro AUC
     max_nonfinite: int = 20  #: skipped non-finite steps tolerated before the run stops
     # augmentation (train only)
@@ -93,6 +119,8 @@ class TrainConfig:
             "on_bad_image": ("error", "exclude"),
             "amp": ("auto", "fp16", "bf16", "off"),
             "gcn_normalize": ("row", "sym", "none"),
+            "gcn_form": ("row", "official"),
+            "loss_reduction": ("sum", "mean"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -112,8 +140,21 @@ class TrainConfig:
             raise ConfigError(f"rrc_scale: need [low, high] with 0 < low <= high <= 1, got {self.rrc_scale!r}")
         if self.fold < 0:
             raise ConfigError(f"fold: must be >= 0, got {self.fold}")
+        self._validate_combinations()
         self._validate_names()
         return self
+
+    def _validate_combinations(self) -> None:
+        """Options that only apply to one form of the GCN or one family of losses."""
+        if not 0 < self.gcn_p < 1:
+            raise ConfigError(f"gcn_p: must be in (0, 1), got {self.gcn_p!r}")
+        if self.gcn_form == "official" and self.gcn_normalize != "row":
+            raise ConfigError(f"gcn_normalize: {self.gcn_normalize!r} applies to gcn_form 'row' only; "
+                              f"gcn_form 'official' builds its re-weighted graph from gcn_p")
+        if self.gcn_form == "row" and self.gcn_p != type(self).gcn_p:
+            raise ConfigError(f"gcn_p: {self.gcn_p!r} applies to gcn_form 'official' only")
+        if self.focal_grad is not None and self.loss not in ("asl", "rasl"):
+            raise ConfigError(f"focal_grad: applies to the asl and rasl losses, not {self.loss!r}")
 
     def _validate_names(self) -> None:
         """The dataset and its options, the refiner, the loss and the backbone exist (checked before

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageFile
+from PIL import ExifTags, Image, ImageFile, ImageOps
 
 from cxrkit.labels import LABELS, NIH_LABELS, NIH_SYNONYMS, check_labels
 from cxrkit.paths import resolve
@@ -49,6 +49,8 @@ __all__ = [
     "fingerprint",
     "label_matrix",
     "load_image",
+    "read_keyed_csv",
+    "scan_images",
 ]
 
 #: Columns every table starts with, in this order.
@@ -62,6 +64,20 @@ BLANK_POLICIES: dict[str, float] = {"zeros": 0.0, "nan": np.nan}
 _MAX_LISTED = 10  # offending rows / files named in an error message
 _SAMPLE = 50  # image paths probed to tell a wrong image directory from a few missing files
 _UNSUPPORTED_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # would clip in convert("L")
+
+#: EXIF orientations that :func:`PIL.ImageOps.exif_transpose` applies (1 = stored upright), with
+#: what it does to the stored pixels.
+EXIF_ORIENTATIONS: dict[int, str] = {
+    2: "mirrored left-right", 3: "rotated 180 degrees", 4: "mirrored top-bottom",
+    5: "transposed (mirrored about the main diagonal)", 6: "rotated 90 degrees clockwise",
+    7: "transversed (mirrored about the anti-diagonal)", 8: "rotated 90 degrees counter-clockwise",
+}
+#: Report of the images decoded with their EXIF orientation, written to a dataset's report_dir.
+REORIENTED_REPORT = "reoriented_images.csv"
+REORIENTED_COLUMNS = ("image", "path", "exif_orientation", "applied")
+#: Version of :func:`load_image`'s output; derived data (the uint8 cache) is keyed on it.
+#: 2: the EXIF orientation is applied.
+DECODE_VERSION = 2
 
 
 #: Cell values read as a missing id (pandas' NA spellings; ids are read as literal strings).
@@ -84,42 +100,56 @@ def _guard_truncated_flag() -> None:
         )
 
 
-def _check_one(path: str) -> str | None:
-    """Reason ``path`` is unusable, or None when it decodes fully."""
+def _orientation(img: Image.Image) -> int | None:
+    """The EXIF orientation :func:`PIL.ImageOps.exif_transpose` would apply, or None (upright)."""
+    value = img.getexif().get(ExifTags.Base.Orientation)
+    return value if value in EXIF_ORIENTATIONS else None
+
+
+def _check_one(path: str) -> tuple[str | None, int | None]:
+    """``(reason path is unusable or None when it decodes fully, EXIF orientation to apply or None)``."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return "missing"
+        return "missing", None
     except OSError as exc:
-        return f"unreadable: {exc}"
+        return f"unreadable: {exc}", None
     if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
+        return "not a regular file", None
     if st.st_size == 0:
-        return "empty file (0 bytes)"
+        return "empty file (0 bytes)", None
     try:
         with Image.open(path) as img:
             if img.mode in _UNSUPPORTED_MODES:
-                return f"unsupported mode {img.mode} (high bit depth; convert to 8-bit)"
+                return f"unsupported mode {img.mode} (high bit depth; convert to 8-bit)", None
             if img.format == "JPEG":
                 img.draft("L", (64, 64))
             img.load()
+            return None, _orientation(img)
     except Exception as exc:  # noqa: BLE001 - every decoder failure is a reason, not a crash
         msg = str(exc)
-        return "truncated" if "truncated" in msg.lower() else f"cannot decode: {msg}"
-    return None
+        return ("truncated" if "truncated" in msg.lower() else f"cannot decode: {msg}"), None
 
 
-def _check_batch(paths: list[str]) -> list[str | None]:
+def _check_batch(paths: list[str]) -> list[tuple[str | None, int | None]]:
     return [_check_one(p) for p in paths]
 
 
-def check_images(
+class ImageScan(NamedTuple):
+    """What :func:`scan_images` found."""
+
+    bad: pd.DataFrame  # path, reason: the unusable images
+    reoriented: pd.DataFrame  # path, exif_orientation, applied: images decoded with their EXIF orientation
+
+
+def scan_images(
     paths: Sequence[str], workers: int | None = None, progress: bool = False
-) -> pd.DataFrame:
+) -> ImageScan:
     """Open and fully decode every image, in parallel threads (PIL releases the GIL).
 
     JPEGs are decoded at reduced DCT scale (``draft``), which still reads every byte, so
-    truncation is caught cheaply.
+    truncation is caught cheaply. Each good image's EXIF orientation is read: :func:`load_image`
+    applies it (:func:`PIL.ImageOps.exif_transpose`), and the scan lists where it does.
 
     Args:
         paths: image file paths.
@@ -127,8 +157,14 @@ def check_images(
         progress: show a tqdm bar.
 
     Returns:
-        The bad images only, columns ``path`` and ``reason`` ('missing', 'empty file (0 bytes)',
-        'truncated', 'cannot decode: <PIL message>', ...), in input order; empty when all are good.
+        ``bad``: the unusable images, columns ``path`` and ``reason`` ('missing', 'empty file
+        (0 bytes)', 'truncated', 'cannot decode: <PIL message>', ...); ``reoriented``: the good
+        images stored rotated or mirrored, columns ``path``, ``exif_orientation`` (2..8) and
+        ``applied`` (what decoding does, e.g. 'rotated 90 degrees clockwise'). Both in input
+        order, empty when there are none.
+
+    Raises:
+        DataError: when PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set.
     """
     _guard_truncated_flag()
     paths = [str(p) for p in paths]
@@ -140,16 +176,33 @@ def check_images(
             from tqdm import tqdm
 
             results = tqdm(results, total=len(batches), desc="checking images", unit="batch")
-        reasons = [r for batch in results for r in batch]
-    bad = [(p, r) for p, r in zip(paths, reasons, strict=True) if r is not None]
-    return pd.DataFrame(bad, columns=["path", "reason"], dtype=object)
+        found = [r for batch in results for r in batch]
+    bad = [(p, r) for p, (r, _) in zip(paths, found, strict=True) if r is not None]
+    turned = [(p, o, EXIF_ORIENTATIONS[o]) for p, (_, o) in zip(paths, found, strict=True) if o is not None]
+    return ImageScan(pd.DataFrame(bad, columns=["path", "reason"], dtype=object),
+                     pd.DataFrame(turned, columns=["path", "exif_orientation", "applied"]).astype(
+                         {"path": object, "exif_orientation": int, "applied": object}))
 
 
-_check_image_files = check_images  # CXRDataset.__init__ has a parameter of the same name
+def check_images(
+    paths: Sequence[str], workers: int | None = None, progress: bool = False
+) -> pd.DataFrame:
+    """The unusable images only (``scan_images(...).bad``): columns ``path`` and ``reason``.
+
+    Raises:
+        DataError: when PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set.
+    """
+    return scan_images(paths, workers=workers, progress=progress).bad
+
+
+_scan_image_files = scan_images  # CXRDataset.__init__ has a parameter named check_images
 
 
 def load_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
-    """Decode an image as (H, W) uint8 grayscale, resized to (size, size) when given.
+    """Decode an image as (H, W) uint8 grayscale, upright, resized to (size, size) when given.
+
+    An EXIF orientation (a JPEG stored sideways or mirrored, :data:`EXIF_ORIENTATIONS`) is
+    applied with :func:`PIL.ImageOps.exif_transpose`; :func:`scan_images` lists such images.
 
     Raises:
         DataError: naming the file when it is missing, truncated, undecodable or high bit depth.
@@ -163,6 +216,7 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
                 )
             if size is not None and img.format == "JPEG":
                 img.draft("L", (size, size))
+            ImageOps.exif_transpose(img, in_place=True)
             img = img.convert("L")
             if size is not None:
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
@@ -222,6 +276,67 @@ def _read_csv(path: Path) -> pd.DataFrame:
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
     return df.reset_index(drop=True)
+
+
+def check_keys(keys: pd.Series, file: str | os.PathLike, column: str) -> None:
+    """Refuse empty or repeated keys (each row of ``file`` must name a different one).
+
+    Args:
+        keys: the key column as text, index 0..n-1 (CSV line = index + 2).
+        file: the file named in the message.
+        column: the key column's name.
+
+    Raises:
+        DataError: naming the file, the column, the repeated keys and their CSV lines.
+    """
+    keys = keys.reset_index(drop=True)
+    lines = pd.Series(keys.index + 2)
+    empty = keys.isna() | (keys.astype(str).str.strip() == "")
+    if empty.any():
+        raise DataError(f"{file}: empty {column!r} at {_lines_of(empty, lines)}")
+    dup = keys.duplicated(keep=False)
+    if dup.any():
+        where: dict[str, list[str]] = {}
+        for key, line in zip(keys[dup], lines[dup], strict=True):
+            where.setdefault(key, []).append(str(line))
+        items = [f"{k!r} on lines {', '.join(v[:-1])} and {v[-1]}" for k, v in where.items()]
+        raise DataError(f"{file}: {column!r} is not unique: {_listing(items)}")
+
+
+def read_keyed_csv(path: str | os.PathLike, key: str, *, text: Sequence[str] = (),
+                   what: str = "table") -> pd.DataFrame:
+    """Read back a table the kit wrote (or a dataset's CSV) with one row per ``key``.
+
+    The ``key`` column and the ``text`` columns present are read as literal text (no NA
+    conversion, no numbers: ``000700`` stays ``000700``, ``NA`` stays ``NA``); every other
+    column is parsed by pandas as usual (numbers, blank = NaN).
+
+    Args:
+        path: the CSV file.
+        key: the identifier column; every row must hold a different, non-empty one.
+        text: other identifier columns kept as text when present (e.g. ``Patient_ID``).
+        what: what the file is, for the missing-file message.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        DataError: the file cannot be parsed, has no ``key`` column, or a key is empty or on
+            several rows (naming the file, the keys and the CSV lines).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    wanted = {key, *text}
+    try:
+        table = pd.read_csv(path)
+        ids = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, usecols=lambda c: c in wanted)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    if key not in table.columns:
+        raise DataError(f"{path}: no {key!r} column; the file has {list(table.columns)}")
+    for col in ids.columns:
+        table[col] = ids[col].to_numpy()
+    check_keys(table[key], path, key)
+    return table
 
 
 def _require_columns(df: pd.DataFrame, required: Sequence[str], file: Path) -> None:
@@ -366,7 +481,8 @@ class CXRDataset:
         check_images: decode every image up front.
         on_bad_image: ``"error"`` (raise) or ``"exclude"`` (drop and write
             ``report_dir/excluded_images.csv``).
-        report_dir: where the exclusion report goes (required with ``"exclude"``).
+        report_dir: where the exclusion report goes (required with ``"exclude"``), and
+            ``reoriented_images.csv`` when images were decoded with their EXIF orientation.
         workers: threads for the image check.
         **format_options: the format's options (see each class's ``options``).
 
@@ -374,6 +490,11 @@ class CXRDataset:
         table: the common table.
         labels: its label columns.
         excluded: excluded rows (image, path, reason); empty unless ``on_bad_image="exclude"``.
+        reoriented: rows whose image is stored rotated or mirrored and decoded upright
+            (image, path, exif_orientation, applied); filled by the image check.
+
+    Raises:
+        DataError: bad files, columns, rows or images (see the module docstring).
     """
 
     name: ClassVar[str]
@@ -419,10 +540,11 @@ class CXRDataset:
         self._check_table(built)
         table = built.table
         self.excluded = pd.DataFrame(columns=["image", "path", "reason"], dtype=object)
+        self.reoriented = pd.DataFrame(columns=list(REORIENTED_COLUMNS), dtype=object)
         self.table_before_exclusion: pd.DataFrame | None = None
         if check_images:
             self._check_directory(table)
-            bad = _check_image_files(table["path"].tolist(), workers=workers)
+            bad, turned = _scan_image_files(table["path"].tolist(), workers=workers)
             if on_bad_image == "exclude":
                 self.table_before_exclusion = table.reset_index(drop=True)
                 table = self._exclude(table, bad, report_dir)  # type: ignore[arg-type]
@@ -433,6 +555,7 @@ class CXRDataset:
                     f"{_listing(items)}; pass on_bad_image='exclude' and report_dir= to drop "
                     "them with a report"
                 )
+            self._record_reoriented(table, turned, report_dir)
         table = table.reset_index(drop=True)
         table.attrs.update(labels=list(self.labels), dataset=self.name, source=str(self.csv))
         self.table: pd.DataFrame = table
@@ -527,6 +650,29 @@ class CXRDataset:
                 f"{self.name}: image directory {self.images_dir} does not match {self.csv}: none "
                 f"of {len(sample)} sampled image files exist (e.g. expected {sample.iloc[0]})"
             )
+
+    def _record_reoriented(
+        self, table: pd.DataFrame, turned: pd.DataFrame, report_dir: str | os.PathLike | None
+    ) -> None:
+        """Keep the rows whose EXIF orientation decoding applies, log them, and write
+        ``report_dir/reoriented_images.csv`` (when there are any; one left by an earlier load
+        into the same folder is removed otherwise, so the folder describes this load)."""
+        info = turned.set_index("path")
+        kept = table.loc[table["path"].isin(info.index), ["image", "path"]].astype(object)
+        kept["exif_orientation"] = kept["path"].map(info["exif_orientation"]).astype(int)
+        kept["applied"] = kept["path"].map(info["applied"])
+        self.reoriented = kept.reset_index(drop=True)
+        out = resolve(report_dir) / REORIENTED_REPORT if report_dir is not None else None
+        if self.reoriented.empty:
+            if out is not None:
+                out.unlink(missing_ok=True)
+            return
+        logger.warning("%s: %d image(s) stored rotated or mirrored, decoded upright with their EXIF "
+                       "orientation, e.g. %s (%s)%s", self.name, len(kept), kept["image"].iloc[0],
+                       kept["applied"].iloc[0], f"; list: {out}" if out is not None else "")
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self.reoriented.to_csv(out, index=False)
 
     def _exclude(
         self, table: pd.DataFrame, bad: pd.DataFrame, report_dir: str | os.PathLike

@@ -43,15 +43,23 @@ def evaluate_files(paths: Sequence[str | Path], *, data: str | Path, dataset: st
                    dataset_options: dict[str, Any] | None = None, threshold: float = 0.5, n_boot: int = 1000,
                    seed: int = 0) -> dict[str, Any]:
     """Per-label and macro AUC (patient-bootstrap CI), mAP and CP/CR/CF1/OP/OR/OF1 of each file;
-    with two files, also the paired bootstrap difference (second minus first).
+    with two files, also the paired bootstrap difference (second minus first). Every interval
+    is over the labels scorable on the evaluated images (:func:`cxrkit.metrics.bootstrap_macro_auc`)
+    and its line says how many replicates were rejected and redrawn to keep that label set; the
+    paired line also says that its CI covers the sampling of the evaluated images only (each
+    file is one trained model, one training seed).
 
-    Refuses files made on other data (fingerprint in the sidecar) or, for a pair, other folds.
+    The labels scored are those the files predict (their sidecar's ``labels``: a run trained on
+    a label subset is scored on that subset). Refuses files made on other data (fingerprint in
+    the sidecar) or, for a pair, other folds or labels.
     """
     if not 1 <= len(paths) <= 2:
         raise ValueError("give one prediction file, or two for a paired comparison")
-    ds = create_dataset(dataset, root=data, check_images=False, **(dataset_options or {}))
-    fp = fingerprint(ds.table)
     loaded = [read_predictions(p) for p in paths]
+    # a run trained on a label subset predicts (and fingerprinted its data with) those labels only
+    labels = loaded[0][1].get("labels")
+    ds = create_dataset(dataset, root=data, check_images=False, labels=labels, **(dataset_options or {}))
+    fp = fingerprint(ds.table)
     for p, (_, meta) in zip(paths, loaded):
         if meta.get("data_fingerprint") not in (None, fp):
             raise PredictionMismatch(f"{p} was made on data with fingerprint {meta['data_fingerprint']}, "
@@ -76,12 +84,16 @@ def evaluate_files(paths: Sequence[str | Path], *, data: str | Path, dataset: st
                "mAP": mean_average_precision(y, s), **{f"{k}@{threshold:g}": v for k, v in thr.items()}}
         columns[Path(p).name if Path(p).name not in columns else str(p)] = col
         lines.append(f"{p}: macro AUC {ci['estimate']:.4f} (95% CI {ci['low']:.4f}-{ci['high']:.4f}, "
-                     f"patient bootstrap n={n_boot}), mAP {col['mAP']:.4f}, n={len(y)}")
+                     f"patient bootstrap n={n_boot}, {ci['replicates_rejected']} replicate(s) rejected and "
+                     f"redrawn for a label without both classes), mAP {col['mAP']:.4f}, n={len(y)}")
     table = pd.DataFrame(columns)
     if len(paths) == 2:
         d = paired_bootstrap_diff(y, scores_of[0], scores_of[1], n_boot=n_boot, seed=seed, groups=groups)
         lines.append(f"paired difference (second - first): {d['diff']:+.4f} "
-                     f"(95% CI {d['low']:+.4f} to {d['high']:+.4f}, p={d['p_value']:.3f})")
+                     f"(95% CI {d['low']:+.4f} to {d['high']:+.4f}, p={d['p_value']:.3f}, "
+                     f"{d['replicates_rejected']} replicate(s) rejected and redrawn); CI covers: sampling of the "
+                     f"evaluated images only (patient bootstrap); one training seed per file, so training "
+                     f"variability is not in it")
         table["difference"] = table.iloc[:, 1] - table.iloc[:, 0]
     with pd.option_context("display.width", 200, "display.max_rows", 100, "display.float_format", "{:.4f}".format):
         text = table.to_string() + "\n\n" + "\n".join(lines)

@@ -5,15 +5,31 @@ Every loss is called as ``loss(logits, targets, mask=None) -> scalar`` with ``lo
 the label is known. An entry is used only where ``mask`` is 1 AND the target is not NaN; other
 entries contribute nothing to the loss or its gradient.
 
-Reduction (all losses): **sum over the known labels of an image, mean over the B images of the
-batch** -- the per-element losses are summed and divided by ``B``, the number of images,
-including images whose labels are all unknown. This is the official ASL's ``-loss.sum()``
-divided by the batch size, so gradient magnitudes (hence gradient clipping and the refiner's L1
-strength) do not depend on the batch size.
+Reduction (all losses, ``reduction=`` of the constructor / :func:`create_loss`):
+
+* ``"sum"`` (default): **sum over the known labels of an image, mean over the B images of the
+  batch** -- the per-element losses are summed and divided by ``B``, the number of images,
+  including images whose labels are all unknown. This is the official ASL's ``-loss.sum()``
+  (Ridnik et al., ``src/loss_functions/losses.py``) divided by the batch size.
+* ``"mean"``: **mean over the known (unmasked) entries** -- the summed per-element losses are
+  divided by the number of known entries (``B * L`` when every label is known). This is
+  Srivastava et al.'s code (``crxml/losses.py``: ``-loss.mean()`` over the ``B x L`` entries, every
+  label known there). A batch without any known entry gives 0.
+
+Under data-parallel training each process reduces its share of the batch and the gradients are
+averaged (for ``"mean"``: the mean over the whole batch when every process holds as many known
+entries). Neither depends on the batch size, but they differ by the factor ``L`` (labels per image, with
+every label known): ``mean = sum / L``. Whatever is added to the loss or applied to its gradient
+at a fixed strength (the sparse refiner's L1 ``l1_lambda * sum|A_ij|``, gradient clipping at
+``grad_clip``) is therefore ``L`` times stronger, relative to the data term, under ``"mean"``;
+``"mean"`` with ``l1_lambda`` and ``grad_clip`` is the balance of the authors' runs; ``"sum"``
+with ``l1_lambda * L`` and ``grad_clip * L`` scales the whole gradient by ``L`` and so gives the
+same AdamW updates (up to its ``eps``) when every label is known.
 
 Losses are computed in float32 whatever the logits' dtype (safe under AMP).
 
-Registry: :data:`LOSSES`, :func:`register_loss`, :func:`create_loss` (``"asl"``, ``"bce"``).
+Registry: :data:`LOSSES`, :func:`register_loss`, :func:`create_loss` (``"asl"``, ``"rasl"``,
+``"bce"``).
 """
 
 from __future__ import annotations
@@ -29,6 +45,7 @@ from cxrkit.registry import Registry
 
 __all__ = [
     "LOSSES",
+    "REDUCTIONS",
     "AsymmetricLoss",
     "MultilabelLoss",
     "WeightedBCE",
@@ -38,8 +55,26 @@ __all__ = [
 ]
 
 
+#: Reductions every loss accepts (see the module docstring).
+REDUCTIONS = ("sum", "mean")
+
+
 class MultilabelLoss(nn.Module):
-    """Base class: masking, float32 casting and the reduction; subclasses give per-element losses."""
+    """Base class: masking, float32 casting and the reduction; subclasses give per-element losses.
+
+    Args:
+        reduction: ``"sum"`` (sum over known labels / ``B``) or ``"mean"`` (mean over the known
+            entries); see the module docstring.
+
+    Raises:
+        ValueError: for another ``reduction``.
+    """
+
+    def __init__(self, reduction: str = "sum") -> None:
+        super().__init__()
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
 
     def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Per-element loss ``(B, L)`` for float32 ``logits`` and finite 0/1 ``targets``."""
@@ -51,12 +86,16 @@ class MultilabelLoss(nn.Module):
         return cls(**kwargs)
 
     def forward(self, logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Return the loss summed over known labels and averaged over the ``B`` images.
+        """Return the scalar loss (float32): ``sum`` over known labels / ``B``, or the ``mean``
+        over the known entries (``self.reduction``).
 
         Args:
             logits: ``(B, L)`` logits.
             targets: ``(B, L)`` 0/1 targets; NaN marks an unknown label.
             mask: ``(B, L)`` bool/float, 1 = known; None = every non-NaN target is known.
+
+        Raises:
+            ValueError: if ``logits`` and ``targets`` are not both ``(B, L)``.
         """
         if logits.ndim != 2 or logits.shape != targets.shape:
             raise ValueError(
@@ -68,9 +107,10 @@ class MultilabelLoss(nn.Module):
             known = known & mask.bool()
         targets = torch.where(known, targets, torch.zeros_like(targets))
         per_element = self.elementwise(logits.float(), targets)
-        return (
-            torch.where(known, per_element, torch.zeros_like(per_element)).sum() / logits.shape[0]
-        )
+        total = torch.where(known, per_element, torch.zeros_like(per_element)).sum()
+        if self.reduction == "mean":
+            return total / known.sum().clamp(min=1)
+        return total / logits.shape[0]
 
 
 #: Registry of loss classes by name.
@@ -79,20 +119,22 @@ LOSSES: Registry[type[MultilabelLoss]] = Registry("loss")
 register_loss = LOSSES.register
 
 
-def create_loss(name: str, train_labels: np.ndarray | None = None, **kwargs: Any) -> MultilabelLoss:
+def create_loss(name: str, train_labels: np.ndarray | None = None, reduction: str = "sum",
+                **kwargs: Any) -> MultilabelLoss:
     """Instantiate the loss registered as ``name``.
 
     Args:
         name: Registry name (see :data:`LOSSES`).
         train_labels: The training fold's ``(N, L)`` labels (NaN = unknown), for losses that
-            derive weights from them (``"bce"``); ignored by the others.
+            derive weights from them (``"bce"``, ``"rasl"``); ignored by the others.
+        reduction: ``"sum"`` or ``"mean"`` (see the module docstring).
         **kwargs: Passed to the loss's constructor.
 
     Raises:
-        ValueError: for an unknown name (listing the known ones), or missing ``train_labels``
-            where the loss needs them.
+        ValueError: for an unknown name (listing the known ones) or reduction, or missing
+            ``train_labels`` where the loss needs them.
     """
-    return LOSSES.lookup(name).from_train_labels(train_labels, **kwargs)
+    return LOSSES.lookup(name).from_train_labels(train_labels, reduction=reduction, **kwargs)
 
 
 @register_loss("asl")
@@ -104,25 +146,32 @@ class AsymmetricLoss(MultilabelLoss):
         positive: -(1 - p) ** gamma_pos * log(max(p, eps))
         negative: -p_m ** gamma_neg * log(max(1 - p_m, eps))
 
-    The focusing weights ``(1 - p) ** gamma_pos`` / ``p_m ** gamma_neg`` are computed without
-    gradient (the official ``disable_torch_grad_focal_loss=True``). Reduction: sum over known
-    labels, divided by the number of images ``B`` (see the module docstring).
+    By default the focusing weights ``(1 - p) ** gamma_pos`` / ``p_m ** gamma_neg`` are computed
+    without gradient (the official ``disable_torch_grad_focal_loss=True``); ``focal_grad=True``
+    lets the gradient flow through them, as Srivastava et al.'s ``crxml/losses.py`` does (it has
+    no ``no_grad`` around the weight; with ``gamma_neg > 0`` this adds
+    ``gamma_neg * p_m ** (gamma_neg - 1) * (-log(1 - p_m))`` times ``dp_m/dz`` to every negative's
+    gradient). Reduction: see the module docstring.
 
     Args:
         gamma_pos: Focusing exponent on positives.
         gamma_neg: Focusing exponent on negatives.
         clip: Probability shift on negatives (0 disables it).
         eps: Lower clamp inside the logarithms.
+        focal_grad: Differentiate through the focusing weight.
+        reduction: ``"sum"`` or ``"mean"``.
     """
 
     def __init__(
-        self, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05, eps: float = 1e-8
+        self, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05, eps: float = 1e-8,
+        focal_grad: bool = False, reduction: str = "sum",
     ) -> None:
-        super().__init__()
+        super().__init__(reduction)
         self.gamma_pos = gamma_pos
         self.gamma_neg = gamma_neg
         self.clip = clip
         self.eps = eps
+        self.focal_grad = focal_grad
 
     def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Per-element ASL."""
@@ -131,14 +180,15 @@ class AsymmetricLoss(MultilabelLoss):
         loss = targets * torch.log(p.clamp(min=self.eps)) + (1 - targets) * torch.log(
             p_neg.clamp(min=self.eps)
         )
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.focal_grad and torch.is_grad_enabled()):
             pt = p * targets + p_neg * (1 - targets)
             gamma = self.gamma_pos * targets + self.gamma_neg * (1 - targets)
             weight = torch.pow(1 - pt, gamma)
         return -loss * weight
 
     def extra_repr(self) -> str:
-        return f"gamma_pos={self.gamma_pos}, gamma_neg={self.gamma_neg}, clip={self.clip}, eps={self.eps}"
+        return (f"gamma_pos={self.gamma_pos}, gamma_neg={self.gamma_neg}, clip={self.clip}, eps={self.eps}, "
+                f"focal_grad={self.focal_grad}, reduction={self.reduction!r}")
 
 
 @register_loss("rasl")
@@ -150,33 +200,41 @@ class ReweightedAsymmetricLoss(AsymmetricLoss):
     evident intent, the co-occurrence diagonal ``c_jj`` (positives of label ``j`` in the training
     fold): ``alpha_j = sum_k c_kk / c_jj``, inverse relative frequency (``weights="counts"``;
     ``"literal"`` gives the printed formula). With ``normalize=True`` (default) the weights are
-    rescaled to mean 1, which keeps the loss on the scale the learning rate, gradient clipping
-    and the refiners' L1 strength were set for; the relative weights are the paper's. Labels
-    without training positives get the largest weight of the others. Defaults follow the paper:
-    ``gamma_neg=3, gamma_pos=1, clip=0.05``.
+    rescaled to mean 1 (ours), which keeps the loss on the scale the learning rate, gradient
+    clipping and the refiners' L1 strength were set for; the relative weights are the paper's.
+    A label without training positives gets the *smallest* weight: its count is taken as 15
+    times the largest count before inverting, as the authors' code does (SamyakR99/MLR-GCN,
+    ``utils/asymmetric_loss.py``, ``AsymmetricLoss_imbalanced``: ``weighting_vector[weighting_vector
+    == 0] += 15 * weighting_vector.max()``, then ``loss = (1 / weighting_vector) * ...``; their
+    weights are ``reweigh_n / c_jj``, unnormalised, which differ from ours by a constant factor).
+    Defaults follow the paper: ``gamma_neg=3, gamma_pos=1, clip=0.05``.
 
     Args:
         weights: ``(L,)`` per-label weights.
-        gamma_pos, gamma_neg, clip, eps: As in :class:`AsymmetricLoss`.
+        gamma_pos, gamma_neg, clip, eps, focal_grad, reduction: As in :class:`AsymmetricLoss`.
     """
 
     def __init__(self, weights: Tensor, gamma_pos: float = 1.0, gamma_neg: float = 3.0, clip: float = 0.05,
-                 eps: float = 1e-8) -> None:
-        super().__init__(gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip, eps=eps)
+                 eps: float = 1e-8, focal_grad: bool = False, reduction: str = "sum") -> None:
+        super().__init__(gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip, eps=eps, focal_grad=focal_grad,
+                         reduction=reduction)
         self.register_buffer("weights", torch.as_tensor(weights, dtype=torch.float32))
 
     @staticmethod
     def label_weights(train_labels: np.ndarray, weights: str = "counts", normalize: bool = True) -> Tensor:
-        """``alpha_j`` from the training fold's labels (NaN = unknown, not counted)."""
+        """``alpha_j = sum_k c_kk / c_jj`` from the training fold's labels (NaN = unknown, not
+        counted), ``c_jj`` taken as ``15 * max_k c_kk`` for a label without positives (Rawlekar
+        et al.'s ``utils/asymmetric_loss.py``; see the class docstring); all 1 when no label has
+        a positive. ``normalize``: rescaled to mean 1 (ours)."""
         y = np.asarray(train_labels, dtype=float)
         counts = np.nansum(y == 1, axis=0).astype(float)
         if weights == "literal":
             alpha = np.full(y.shape[1], float(y.shape[1]))
         elif weights == "counts":
-            with np.errstate(divide="ignore"):
-                alpha = counts.sum() / counts
-            finite = np.isfinite(alpha)
-            alpha[~finite] = alpha[finite].max() if finite.any() else 1.0
+            if counts.max() > 0:
+                alpha = counts.sum() / np.where(counts > 0, counts, 15 * counts.max())
+            else:
+                alpha = np.ones(y.shape[1])
         else:
             raise ValueError(f"weights must be 'counts' or 'literal', got {weights!r}")
         if normalize:
@@ -234,15 +292,17 @@ def pos_weight_from_labels(
 class WeightedBCE(MultilabelLoss):
     """Binary cross-entropy with logits and a per-label ``pos_weight`` on the positive term.
 
-    Reduction: sum over known labels, divided by the number of images ``B`` (see the module
-    docstring), i.e. ``BCEWithLogitsLoss(pos_weight=..., reduction="sum") / B`` without a mask.
+    Reduction (see the module docstring): ``"sum"`` is
+    ``BCEWithLogitsLoss(pos_weight=..., reduction="sum") / B`` without a mask, ``"mean"`` is
+    ``BCEWithLogitsLoss(pos_weight=...)`` (its default mean over the ``B x L`` entries).
 
     Args:
         pos_weight: ``(L,)`` weights of the positive terms (a buffer: moves with ``.to()``).
+        reduction: ``"sum"`` or ``"mean"``.
     """
 
-    def __init__(self, pos_weight: Tensor) -> None:
-        super().__init__()
+    def __init__(self, pos_weight: Tensor, reduction: str = "sum") -> None:
+        super().__init__(reduction)
         self.register_buffer("pos_weight", torch.as_tensor(pos_weight, dtype=torch.float32))
 
     @classmethod
@@ -251,6 +311,7 @@ class WeightedBCE(MultilabelLoss):
         train_labels: np.ndarray | None,
         min_weight: float = 1.0,
         max_weight: float = 10.0,
+        reduction: str = "sum",
     ) -> WeightedBCE:
         """Build with :func:`pos_weight_from_labels` on the training fold's labels.
 
@@ -261,7 +322,7 @@ class WeightedBCE(MultilabelLoss):
             raise ValueError(
                 "loss 'bce' needs train_labels (the training fold's labels) for pos_weight"
             )
-        return cls(pos_weight_from_labels(train_labels, min_weight, max_weight))
+        return cls(pos_weight_from_labels(train_labels, min_weight, max_weight), reduction=reduction)
 
     def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Per-element weighted BCE."""

@@ -7,6 +7,9 @@ small timm-style registry (:data:`REFINERS`, :func:`register_refiner`, :func:`cr
 * ``none``: identity (the paper's ablation baseline).
 * ``sparse``: learned sparse label couplings ``z' = z + alpha * sigmoid(z) @ A`` with a zero
   diagonal enforced in the forward and an L1 penalty on the off-diagonal entries of ``A``.
+* ``sparse_prior``: the same, ``A`` initialised from the training labels' dependencies.
+* ``cooc_gcn``: the co-occurrence GCN of Rawlekar et al. (2024), cxrkit's ``row`` form or the
+  authors' ``official`` one (graphs in :mod:`cxrkit.gcn_graph`).
 
 A refiner that needs the training fold's labels (e.g. a co-occurrence prior) receives them once
 through :meth:`Refiner.fit_prior` before training.
@@ -29,11 +32,13 @@ import torch.nn.functional as F
 from timm.data import resolve_data_config
 from torch import Tensor, nn
 
+from cxrkit.gcn_graph import normalized_adjacency, reweighted_adjacency
 from cxrkit.registry import Registry
 
 __all__ = [
     "REFINERS",
     "CXRModel",
+    "CooccurrenceGCNRefiner",
     "IdentityRefiner",
     "Refiner",
     "SparseCouplingRefiner",
@@ -240,73 +245,93 @@ class SparsePriorRefiner(SparseCouplingRefiner):
 
 @register_refiner("cooc_gcn")
 class CooccurrenceGCNRefiner(Refiner):
-    """Co-occurrence GCN refiner (Rawlekar et al. 2024, Sec. 3.2).
+    """Co-occurrence GCN refiner (Rawlekar et al. 2024, Sec. 3.2), in two forms.
 
     ``A_mn = c_mn / c_mm`` (P(n | m)) is computed once from the TRAINING fold's labels
     (:meth:`fit_prior`; unknown labels excluded pairwise) and kept fixed. Each image's logits
     are the node features (one scalar per label): ``H^0 = z`` as ``(B, L, 1)``, then
-    ``H^l = LeakyReLU(A_hat H^{l-1} W^l)`` for ``l = 1..layers`` with widths
-    ``1 -> hidden -> ... -> 1``, and ``z' = z + H^L``.
+    ``H^l = rho(A_hat H^{l-1} W^l)`` for ``l = 1..layers`` with widths ``1 -> hidden -> ... -> 1``
+    (no bias), and ``z' = z + H^L``.
 
-    Normalisation added (``normalize="row"``, the default): ``A_hat = D^-1 A`` with ``D`` the row
-    sums, so every layer averages over a label's co-occurring labels. Rows of ``A`` sum to the
-    expected number of positive labels given the row label (about 3-5 on CXR data), and without
-    normalisation three layers scale the logits by that factor cubed. ``"none"`` uses ``A`` as
-    printed in the paper, ``"sym"`` uses ``D^-1/2 A D^-1/2`` (Kipf & Welling).
-    The last layer's weight starts at zero, so the refiner starts as the identity (as the
-    sparse refiner does) and learns its correction.
+    ``form="row"`` (cxrkit's, the default): ``A_hat`` from ``normalize``
+    (:func:`cxrkit.gcn_graph.normalized_adjacency`; ``"row"`` = ``D^-1 A``: rows of ``A`` sum to
+    the expected number of labels given the row label, and three unnormalised layers would scale
+    the logits by that cubed), ``rho`` = LeakyReLU after every layer, hidden weights Xavier-uniform
+    and the last one zero, so the refiner starts as the identity.
+
+    ``form="official"``: as Rawlekar et al.'s code (github.com/SamyakR99/MLR-GCN,
+    ``models/mlrgcn.py``): ``A_hat`` re-weighted with ``p`` (:func:`cxrkit.gcn_graph.reweighted_adjacency`:
+    off-diagonal rows sum to ``p / (1 - p)``, diagonal ``1 - p``), LeakyReLU(0.2) after every layer
+    but the last, whose output is added to the logits as it is, and every weight drawn from
+    ``U(-1/sqrt(fan_out), 1/sqrt(fan_out))`` (their ``GraphConvolution.reset_parameters``), so it
+    does not start as the identity. Their COCO widths are 1-10-10-1 (``hidden=10``); their code
+    refines DualCoOp's positive and negative logits with shared weights, cxrkit's single logit.
+    cxrkit trains ``W^l`` as the paper says (the repository's ``train.py`` gives SGD only the
+    prompt parameters, so as stored its GCN weights would keep their initialisation).
 
     Args:
         num_labels: Number of labels ``L``.
         layers: Number of GCN layers (paper: 3).
         hidden: Width of the hidden node features.
-        negative_slope: LeakyReLU slope.
-        normalize: ``"row"``, ``"sym"`` or ``"none"``.
+        negative_slope: LeakyReLU slope (both forms: 0.2).
+        normalize: ``"row"``, ``"sym"`` or ``"none"`` (``form="row"`` only).
+        form: ``"row"`` or ``"official"``.
+        p: Re-weighting parameter of the official graph, in ``(0, 1)``.
+
+    Raises:
+        ValueError: for ``layers < 1``, an unknown ``form`` or ``normalize``, ``p`` outside
+            ``(0, 1)``, or a ``normalize`` other than ``"row"`` with ``form="official"``.
     """
 
     def __init__(self, num_labels: int, layers: int = 3, hidden: int = 16, negative_slope: float = 0.2,
-                 normalize: str = "row") -> None:
+                 normalize: str = "row", form: str = "row", p: float = 0.2) -> None:
         super().__init__(num_labels)
         if layers < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
         if normalize not in ("row", "sym", "none"):
             raise ValueError(f"normalize must be 'row', 'sym' or 'none', got {normalize!r}")
+        if form not in ("row", "official") or (form == "official" and normalize != "row"):
+            raise ValueError(f"form must be 'row' or 'official' (which takes no normalize), got {form!r}, "
+                             f"normalize {normalize!r}")
+        if not 0 < p < 1:
+            raise ValueError(f"p must be in (0, 1), got {p!r}")
         widths = [1] + [hidden] * (layers - 1) + [1]
         self.weights = nn.ParameterList(
             nn.Parameter(torch.empty(a, b)) for a, b in zip(widths[:-1], widths[1:])
         )
-        for w in self.weights[:-1]:
-            nn.init.xavier_uniform_(w)
-        nn.init.zeros_(self.weights[-1])
-        self.negative_slope, self.normalize = negative_slope, normalize
+        if form == "official":
+            for w in self.weights:
+                nn.init.uniform_(w, -1 / w.shape[1] ** 0.5, 1 / w.shape[1] ** 0.5)
+        else:
+            for w in self.weights[:-1]:
+                nn.init.xavier_uniform_(w)
+            nn.init.zeros_(self.weights[-1])
+        self.negative_slope, self.normalize, self.form, self.p = negative_slope, normalize, form, p
         self.register_buffer("prior", torch.eye(num_labels))  # A (identity until fit_prior)
         self.register_buffer("adjacency", torch.eye(num_labels))  # A_hat used in the forward
 
     def fit_prior(self, train_labels: np.ndarray) -> None:
-        """Compute ``A`` from the training labels (never validation or test)."""
+        """Compute ``A`` and ``A_hat`` from the training labels (never validation or test)."""
         super().fit_prior(train_labels)
         from cxrkit.analysis import conditional_matrix
 
-        a = np.nan_to_num(conditional_matrix(train_labels), nan=0.0)
-        np.fill_diagonal(a, 1.0)  # P(m | m) = 1, also for labels without positives
-        if self.normalize == "row":
-            a_hat = a / a.sum(axis=1, keepdims=True)
-        elif self.normalize == "sym":
-            d = 1.0 / np.sqrt(a.sum(axis=1))
-            a_hat = d[:, None] * a * d[None, :]
-        else:
-            a_hat = a
+        a, a_hat = normalized_adjacency(conditional_matrix(train_labels), self.normalize)
+        if self.form == "official":
+            a_hat = reweighted_adjacency(a, self.p)
         with torch.no_grad():
             self.prior.copy_(torch.as_tensor(a, dtype=self.prior.dtype))
             self.adjacency.copy_(torch.as_tensor(a_hat, dtype=self.adjacency.dtype))
 
     def forward(self, z: Tensor) -> Tensor:
-        """Return ``z + GCN(z)``."""
+        """Return ``z + GCN(z)`` for logits ``z`` of shape ``(B, L)``."""
         self._check_input(z)
         h = z.unsqueeze(-1)  # (B, L, 1)
         adj = self.adjacency.to(z.dtype)
-        for w in self.weights:
-            h = F.leaky_relu(adj @ h @ w.to(z.dtype), self.negative_slope)
+        last = len(self.weights) - 1
+        for i, w in enumerate(self.weights):
+            h = adj @ h @ w.to(z.dtype)
+            if i < last or self.form == "row":
+                h = F.leaky_relu(h, self.negative_slope)
         return z + h.squeeze(-1)
 
     def coupling(self) -> np.ndarray:
@@ -316,7 +341,8 @@ class CooccurrenceGCNRefiner(Refiner):
         return a
 
     def extra_repr(self) -> str:
-        return f"num_labels={self.num_labels}, layers={len(self.weights)}, normalize={self.normalize!r}"
+        return (f"num_labels={self.num_labels}, layers={len(self.weights)}, form={self.form!r}, "
+                + (f"p={self.p:g}" if self.form == "official" else f"normalize={self.normalize!r}"))
 
 
 class CXRModel(nn.Module):

@@ -25,8 +25,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms.v2 import functional as TF
 
-from cxrkit.datasets import load_image
-from cxrkit.provenance import atomic_write
+from cxrkit.datasets import DECODE_VERSION, load_image
+from cxrkit.provenance import atomic_write, check_writable
 
 
 def _sample_seed(*parts: int) -> int:
@@ -38,7 +38,13 @@ class UInt8Cache:
     """All images of a table decoded once, resized to ``size`` and stored as an ``(N, S, S)`` memmap.
 
     The cache file is derived data: its name is a hash of the image paths, file sizes,
-    modification times and ``size``; it is rebuilt when any of them changes.
+    modification times, ``size`` and the decoder's version (:data:`cxrkit.datasets.DECODE_VERSION`:
+    a cache decoded before EXIF orientations were applied is not reused); it is rebuilt when any
+    of them changes.
+
+    Raises:
+        NotWritableError: the cache file is missing and ``cache_dir`` cannot be written, before
+            any image is decoded.
     """
 
     def __init__(self, paths: Sequence[str], size: int, cache_dir: str | Path, workers: int | None = None,
@@ -49,9 +55,11 @@ class UInt8Cache:
         for p in self.paths:
             st = os.stat(p)
             key.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        key.update(str(size).encode())
+        key.update(f"{size}\0decoder {DECODE_VERSION}".encode())
         self.file = Path(cache_dir) / f"u8_{size}px_{len(self.paths)}_{key.hexdigest()[:16]}.npy"
         if not self.file.is_file():
+            check_writable(cache_dir, "the uint8 image cache", "train with cache: false (--no-cache) to decode "
+                                                          "the images every epoch instead")
             self._build(workers, progress)
         self.array = np.load(self.file, mmap_mode="r")
         if self.array.shape != (len(self.paths), size, size):

@@ -177,24 +177,36 @@ def gain_vs_cooccurrence(top3: pd.Series, gains: Mapping[str, pd.Series], title:
 
 
 def lambda_sweep(sweep: pd.DataFrame) -> plt.Figure:
-    """Macro AUC (validation mean +- sd over folds, test ensemble) and the fraction of non-zero
-    couplings against the L1 strength lambda (symlog axis, so lambda = 0 is shown)."""
-    s = sweep.sort_values("l1_lambda")
-    lam = s["l1_lambda"].astype(float)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.errorbar(lam, s["val macro AUC (mean)"], yerr=s["val macro AUC (sd)"].fillna(0), marker="o", capsize=4,
-                label="validation macro AUC (mean +- sd over folds)")
-    ax.plot(lam, s["test ensemble macro AUC"], marker="s", label="test macro AUC (fold ensemble)")
-    ax.set_xscale("symlog", linthresh=max(1e-5, float(lam[lam > 0].min()) if (lam > 0).any() else 1e-5))
-    ax.set_xlabel("L1 strength lambda")
+    """Macro AUC (validation mean +- sd over folds, test ensemble; left) and the fraction of
+    non-zero couplings (right) against the L1 strength lambda (symlog axis, so lambda = 0 is
+    shown), one series per ``loss_reduction`` (a table without that column is ``sum``): under
+    ``mean`` the same lambda is L times stronger relative to the data term."""
+    s = sweep.copy()
+    if "loss_reduction" not in s.columns:
+        s["loss_reduction"] = "sum"
+    lam_all = s["l1_lambda"].astype(float)
+    linthresh = max(1e-5, float(lam_all[lam_all > 0].min()) if (lam_all > 0).any() else 1e-5)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    order = [r for r in ("sum", "mean") if r in set(s["loss_reduction"])]
+    order += sorted(set(s["loss_reduction"]) - set(order))
+    for i, reduction in enumerate(order):
+        g = s[s["loss_reduction"] == reduction].sort_values("l1_lambda")
+        lam, color = g["l1_lambda"].astype(float), f"C{i}"
+        ax.errorbar(lam, g["val macro AUC (mean)"].astype(float), yerr=g["val macro AUC (sd)"].astype(float).fillna(0),
+                    marker="o", capsize=4, color=color, label=f"{reduction}: validation (mean +- sd over folds)")
+        ax.plot(lam, g["test ensemble macro AUC"].astype(float), marker="s", ls="--", color=color,
+                label=f"{reduction}: test (fold ensemble)")
+        ax2.plot(lam, g["non-zero couplings"].astype(float), marker="^", color=color, label=f"loss reduction {reduction}")
+    for a in (ax, ax2):
+        a.set_xscale("symlog", linthresh=linthresh)
+        a.set_xlabel("L1 strength lambda")
     ax.set_ylabel("macro AUC")
-    ax2 = ax.twinx()
-    ax2.plot(lam, s["non-zero couplings"], color="tab:red", marker="^", ls="--", label="non-zero couplings")
-    ax2.set_ylabel("fraction of non-zero couplings", color="tab:red")
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("Macro AUC")
+    ax2.set_ylabel("fraction of non-zero couplings")
     ax2.set_ylim(0, 1.05)
-    ax2.grid(False)
-    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(lines, [h.get_label() for h in lines], fontsize=8, loc="lower left")
-    ax.set_title("Sparse refiner: lambda sweep")
+    ax2.legend(fontsize=8)
+    ax2.set_title("Non-zero couplings")
+    fig.suptitle("Sparse refiner: lambda sweep under each loss reduction")
     fig.tight_layout()
     return fig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxrkit.datasets import DataError, check_keys, read_keyed_csv
 from cxrkit.pipeline import to_model_input
 from cxrkit.provenance import atomic_write
 
@@ -85,13 +87,53 @@ def write_predictions(path: str | Path, images: Sequence[str], labels: Sequence[
 
 
 def read_predictions(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Read a prediction CSV and its metadata sidecar."""
+    """Read a prediction CSV and its metadata sidecar; image ids stay text (``000700``, ``NA``).
+
+    Raises:
+        FileNotFoundError: the prediction file does not exist.
+        DataError: it has no ``image`` column, an empty image id, or an image on several rows
+            (naming them and their CSV lines), or its sidecar is not valid JSON.
+    """
+    path = Path(path)
+    table = read_keyed_csv(path, "image", what="prediction file")
+    meta_file = path.with_suffix(".json")
+    try:
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    except ValueError as exc:
+        raise DataError(f"{meta_file}: not valid JSON ({exc})") from exc
+    return table, meta
+
+
+def read_coupling(path: str | Path) -> pd.DataFrame:
+    """Read a coupling matrix a run wrote (``coupling.csv``, ``effective_coupling.csv``): one row
+    and one column per label, in the same order.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        DataError: a label on several rows or columns (naming it), rows and columns naming other
+            labels or another order, or a value that is not a number.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"prediction file not found: {path}")
-    meta_file = path.with_suffix(".json")
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    return pd.read_csv(path), meta
+        raise FileNotFoundError(f"coupling matrix not found: {path}")
+    try:
+        with open(path, newline="") as fh:
+            columns = next(csv.reader(fh), [])[1:]
+        rows = pd.read_csv(path, usecols=[0], dtype=str, keep_default_na=False).iloc[:, 0]
+        table = pd.read_csv(path, index_col=0)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    check_keys(rows, path, "row label")
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise DataError(f"{path}: column label(s) {twice} appear more than once in the header")
+    if list(rows) != columns:
+        raise DataError(f"{path}: rows {list(rows)} and columns {columns} must name the same labels in the same order")
+    try:
+        values = table.to_numpy(dtype=np.float64)
+    except ValueError as exc:
+        raise DataError(f"{path}: a value is not a number ({exc})") from exc
+    return pd.DataFrame(values, index=pd.Index(list(rows)), columns=columns)
 
 
 def check_compatible(metas: Sequence[dict[str, Any]], names: Sequence[str], *, same_fold: bool = True) -> None:

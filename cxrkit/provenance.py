@@ -80,6 +80,42 @@ def environment(device: str | None = None) -> dict[str, Any]:
     }
 
 
+class NotWritableError(PermissionError):
+    """An output location the kit cannot write to (found before any work is done)."""
+
+
+def check_writable(folder: str | Path, what: str, hint: str = "") -> Path:
+    """Check that files can be created in ``folder`` (or, when it does not exist yet, that its
+    nearest existing parent lets it be created), before any long work whose result would go there.
+
+    Uses :func:`os.access` (write and search permission; false on a read-only file system, even
+    for root).
+
+    Args:
+        folder: the output folder.
+        what: what would be written there, for the message (e.g. ``"the folds"``).
+        hint: how to write elsewhere (e.g. ``"use --out FILE"``), appended to the message.
+
+    Returns:
+        ``folder`` as a Path.
+
+    Raises:
+        NotWritableError: naming the folder (and the read-only parent) and the hint.
+    """
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    why = None
+    if not probe.is_dir():
+        why = f"{probe} is not a folder"
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        why = "it is read-only" if probe == folder else f"{probe} is read-only"
+    if why is not None:
+        raise NotWritableError(f"cannot write {what} to {folder} ({why})" + (f"; {hint}" if hint else ""))
+    return folder
+
+
 def atomic_write(path: str | Path, writer: Callable[[str], None]) -> Path:
     """Write via ``writer(tmp_path)`` to a temporary file in the same folder, then rename.
 
@@ -107,10 +143,30 @@ def write_json(path: str | Path, data: Any) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+#: Reports a dataset writes into the run folder when the run loads it (cxrkit.datasets), and the
+#: ``on_bad_image`` value with which each is written on every load (None: whenever it applies).
+DATA_REPORTS: dict[str, str | None] = {"excluded_images.csv": "exclude", "reoriented_images.csv": None}
+
+
+def data_quality(out_dir: str | Path, params: dict[str, Any]) -> dict[str, int]:
+    """Rows of each data report in the run folder (:data:`DATA_REPORTS`): images excluded as
+    unusable, images decoded with their EXIF orientation; 0 for a report not written."""
+    import pandas as pd
+
+    counts = {}
+    for name, mode in DATA_REPORTS.items():
+        file = Path(out_dir) / name
+        written = (mode is None or params.get("on_bad_image") == mode) and file.is_file()
+        counts[name.removesuffix(".csv")] = len(pd.read_csv(file, dtype=str)) if written else 0
+    return counts
+
+
 def write_run_record(out_dir: str | Path, params: dict[str, Any], *, device: str | None = None,
                      extra: dict[str, Any] | None = None, name: str = "provenance.json") -> Path:
-    """Write ``params.json`` and ``provenance.json`` (code version, packages, device) into a run folder."""
+    """Write ``params.json`` and ``provenance.json`` (code version, packages, device, and the
+    ``data_quality`` counts of :func:`data_quality`) into a run folder."""
     out_dir = Path(out_dir)
     write_json(out_dir / "params.json", params)
-    record = {"params": params, **environment(device), **(extra or {})}
+    record = {"params": params, **environment(device), "data_quality": data_quality(out_dir, params),
+              **(extra or {})}
     return write_json(out_dir / name, record)

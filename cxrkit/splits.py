@@ -1,10 +1,13 @@
 """Patient-grouped multilabel stratified splits: a held-out test set plus K cross-validation folds.
 
-Splits are made with iterative stratification (Sechidis et al. 2011, via ``iterstrat``). With
-``group="patient"`` (the default) whole patients are assigned, stratified on each patient's
-label vector, so no patient is in two folds or in both test and train. ``group="image"``
-stratifies images as in the paper; it leaks patients across folds, which
-:func:`leakage_report` measures.
+With ``group="patient"`` (the default) whole patients are assigned, so no patient is in two
+folds or in both test and train, stratified on what the folds are used for: each patient's
+positive *image* counts per label, and the parts' sizes in images (own grouped count
+stratification, see :mod:`cxrkit.stratify`: iterative stratification generalised to counts,
+then a local search). ``group="image"`` stratifies images with multilabel iterative
+stratification (Sechidis et al. 2011, via ``iterstrat``) as in the paper; it leaks patients
+across folds, which :func:`leakage_report` measures. :func:`split_comparison` sets the worst
+label-prevalence gap of a split against random patient folds and image-level MIS.
 
 A splits table has one row per image, in the order of the data table it was made from:
 
@@ -25,12 +28,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
 
 from cxrkit.paths import resolve
 from cxrkit.provenance import atomic_write, write_json
+from cxrkit.stratify import assign_grouped, assign_mis, assign_random
 
 GROUPS = ("patient", "image")
+#: The assignment algorithm of each ``group``, recorded in ``folds.json`` (``method``): folds made
+#: by another algorithm are stale for a study that asks for the same parameters.
+SPLIT_METHODS = {"patient": "grouped image-count stratification v1 (cxrkit.stratify)",
+                 "image": "multilabel iterative stratification (iterstrat)"}
 SPLIT_COLUMNS = ["image", "patient_id", "split", "fold"]
 _PARAMS = ("n_folds", "test_size", "seed", "group")
 _SHOW = 10  # ids named in an error message
@@ -81,56 +88,25 @@ def _check_table(table: pd.DataFrame) -> None:
         )
 
 
-def _stratify(y: np.ndarray, n_folds: int, test_size: float, seed: int,
-              unit: str) -> tuple[np.ndarray, np.ndarray]:
-    """Assign stratification units (rows of boolean ``y``) to test and folds.
-
-    Returns:
-        ``is_test`` (bool per unit) and ``fold`` (int per unit, ``-1`` for test units).
-    """
-    n = len(y)
-    # iterstrat accepts only a 2-D multilabel indicator with >= 2 columns; an all-zero column
-    # never drives the assignment, so it makes a single label acceptable without changing it.
-    if y.shape[1] < 2:
-        y = np.hstack([y, np.zeros((n, 1), dtype=bool)])
-    is_test = np.zeros(n, dtype=bool)
-    if test_size > 0:
-        n_test = int(np.ceil(test_size * n))
-        if n - n_test < n_folds:
-            raise ValueError(
-                f"n_folds={n_folds} needs at least {n_folds} {unit}s in train; {n} {unit}s with "
-                f"test_size={test_size} leave {n - n_test}"
-            )
-        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
-        _, test_idx = next(splitter.split(np.zeros(n), y))
-        is_test[test_idx] = True
-    train_idx = np.flatnonzero(~is_test)
-    if len(train_idx) < n_folds:
-        raise ValueError(f"n_folds={n_folds} needs at least {n_folds} {unit}s in train; got {len(train_idx)}")
-    fold = np.full(n, -1, dtype=int)
-    kfold = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (_, val) in enumerate(kfold.split(np.zeros(len(train_idx)), y[train_idx])):
-        fold[train_idx[val]] = k
-    return is_test, fold
-
-
 def make_splits(table: pd.DataFrame, labels: Sequence[str] | None = None, n_folds: int = 3,
                 test_size: float = 0.2, seed: int = 0, group: str = "patient") -> pd.DataFrame:
     """Split a data table into a held-out test set and ``n_folds`` stratified folds.
 
-    Label value 1 is positive; 0 and NaN (unknown) count as negative *for stratification only*.
-    With ``group="patient"`` a patient is positive for a label if any of their images is, and
-    whole patients are assigned (folds are balanced in patients, hence roughly in images).
-    Units (patients or images) are stratified in sorted id order, so the result depends on the
-    data and the seed, not on the row order of ``table``.
+    Label value 1 is positive, 0 negative and NaN unknown. With ``group="patient"`` whole
+    patients are assigned so that each part's share of the images, and each label's prevalence
+    in it (positives / images with a known value), are close to the overall ones
+    (:func:`cxrkit.stratify.assign_grouped`); the test set is split off first, the same way, so it
+    does not depend on ``n_folds``. With ``group="image"`` images are stratified by ``iterstrat``
+    (NaN counting as negative). Units (patients or images) are taken in sorted id order, so the
+    result depends on the data and the seed, not on the row order of ``table``.
 
     Args:
         table: data table (``image``, ``patient_id``, label columns).
         labels: label columns to stratify on; default ``table.attrs["labels"]``.
         n_folds: number of cross-validation folds, >= 2.
-        test_size: fraction of units (patients or images) held out for test, in ``[0, 1)``;
-            0 makes no test split.
-        seed: random state of the stratifiers (ties are broken at random).
+        test_size: fraction of the images held out for test, in ``[0, 1)`` (for
+            ``group="patient"`` met as closely as whole patients allow); 0 makes no test split.
+        seed: random state (ties are broken at random).
         group: ``"patient"`` (no patient crosses splits) or ``"image"`` (leaks patients).
 
     Returns:
@@ -148,21 +124,41 @@ def make_splits(table: pd.DataFrame, labels: Sequence[str] | None = None, n_fold
     labels = _table_labels(table, labels)
     _check_table(table)
 
-    positive = table[labels].to_numpy(dtype=float) == 1  # NaN == 1 is False
-    key = table["patient_id"] if group == "patient" else table["image"]
-    units, inverse = np.unique(key.astype(str).to_numpy(), return_inverse=True)
-    y = np.zeros((len(units), len(labels)), dtype=bool)
-    np.logical_or.at(y, inverse, positive)
-    is_test, fold = _stratify(y, int(n_folds), float(test_size), int(seed), group)
+    values = table[labels].to_numpy(dtype=float)
+    if group == "patient":
+        inverse = _units(table["patient_id"])
+        n_units = inverse.max() + 1
+        counts, known = (np.zeros((n_units, len(labels)), dtype=np.int64) for _ in range(2))
+        np.add.at(counts, inverse, values == 1)
+        np.add.at(known, inverse, ~np.isnan(values))
+        is_test, fold = assign_grouped(counts, known, np.bincount(inverse), int(n_folds), float(test_size),
+                                       int(seed))
+    else:
+        inverse = _units(table["image"])
+        order = np.argsort(inverse)
+        is_test, fold = assign_mis(values[order] == 1, int(n_folds), float(test_size), int(seed), "image")
+    return _splits_frame(table, is_test[inverse], fold[inverse],
+                         dict(n_folds=int(n_folds), test_size=float(test_size), seed=int(seed), group=group,
+                              labels=labels))
 
+
+def _units(key: pd.Series) -> np.ndarray:
+    """Unit index of each row: the rank of its id (as a string) among the sorted unique ids."""
+    return np.unique(key.astype(str).to_numpy(), return_inverse=True)[1].reshape(-1)
+
+
+def _splits_frame(table: pd.DataFrame, is_test: np.ndarray, fold: np.ndarray,
+                  attrs: dict[str, Any]) -> pd.DataFrame:
+    """The splits table of ``table`` from each row's ``is_test`` and ``fold``."""
     splits = pd.DataFrame({
         "image": table["image"].to_numpy(),
         "patient_id": table["patient_id"].to_numpy(),
-        "split": np.where(is_test[inverse], "test", "train"),
-        "fold": fold[inverse],
+        "split": np.where(is_test, "test", "train"),
+        "fold": fold,
     })
-    splits.attrs.update(n_folds=int(n_folds), test_size=float(test_size), seed=int(seed),
-                        group=group, labels=labels)
+    splits.attrs.update(attrs)
+    if attrs.get("group") in SPLIT_METHODS:
+        splits.attrs["method"] = SPLIT_METHODS[attrs["group"]]
     return splits
 
 
@@ -225,6 +221,47 @@ def balance_table(table: pd.DataFrame, splits: pd.DataFrame,
     out = pd.DataFrame(columns, index=["images", "patients", *labels])
     out.columns = pd.MultiIndex.from_tuples(out.columns, names=["part", ""])
     return out
+
+
+def balance_gaps(table: pd.DataFrame, splits: pd.DataFrame,
+                 labels: Sequence[str] | None = None) -> pd.Series:
+    """Worst label-prevalence gap of each part: max over labels of |prevalence in the part -
+    prevalence in all images|, prevalence per image as in :func:`balance_table`."""
+    frac = balance_table(table, splits, labels).xs("frac", axis=1, level=1).iloc[2:]
+    gaps = frac.drop(columns="all").sub(frac["all"], axis=0).abs().max()
+    gaps.name = "worst_gap"
+    return gaps
+
+
+def split_comparison(table: pd.DataFrame, splits: pd.DataFrame,
+                     labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """``splits`` against random patient folds and image-level MIS with its parameters and seed.
+
+    One row per split (``splits`` first); columns ``worst_fold_gap`` (max over folds of
+    :func:`balance_gaps`), ``test_gap`` (NaN without a test split), ``fold_images_min``/``_max``
+    and ``patients_crossing`` (patients in more than one part).
+
+    Args:
+        table: the data table the splits were made from.
+        splits: a splits table whose ``attrs`` hold ``n_folds``, ``test_size``, ``seed``, ``group``.
+        labels: label columns; default ``table.attrs["labels"]``.
+    """
+    labels = _table_labels(table, labels)
+    k, t, seed = int(splits.attrs["n_folds"]), float(splits.attrs["test_size"]), int(splits.attrs["seed"])
+    data = table.set_index(table["image"].astype(str)).loc[splits["image"].astype(str)].reset_index(drop=True)
+    inverse = _units(data["patient_id"])
+    is_test, fold = assign_random(inverse.max() + 1, k, t, seed)
+    others = {
+        "random patients": _splits_frame(data, is_test[inverse], fold[inverse], {"n_folds": k}),
+        "image-level MIS": make_splits(data, labels, n_folds=k, test_size=t, seed=seed, group="image"),
+    }
+    rows = {}
+    for name, s in {f"this split (group={splits.attrs['group']})": splits, **others}.items():
+        gaps, sizes = balance_gaps(data, s, labels), s.loc[s["fold"] >= 0, "fold"].value_counts()
+        rows[name] = {"worst_fold_gap": gaps.drop("test", errors="ignore").max(),
+                      "test_gap": gaps.get("test", np.nan), "fold_images_min": int(sizes.min()),
+                      "fold_images_max": int(sizes.max()), "patients_crossing": len(leakage_report(s))}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def leakage_report(splits: pd.DataFrame) -> pd.DataFrame:
@@ -315,6 +352,8 @@ def save_splits(splits: pd.DataFrame, path: str | Path, meta: dict[str, Any]) ->
         record[key] = meta.get(key, splits.attrs.get(key))
     if "labels" in splits.attrs:
         record["labels"] = list(splits.attrs["labels"])
+    if "method" in splits.attrs:
+        record["method"] = splits.attrs["method"]
     record.update({k: v for k, v in meta.items() if k not in record})
     record["counts"] = _counts(splits)
 
@@ -322,6 +361,29 @@ def save_splits(splits: pd.DataFrame, path: str | Path, meta: dict[str, Any]) ->
     atomic_write(csv_path, lambda tmp: splits[SPLIT_COLUMNS].to_csv(tmp, index=False))
     write_json(json_path, record)
     return csv_path
+
+
+def _check_ids(splits: pd.DataFrame, csv_path: Path) -> None:
+    """In place: each image once with a patient id, ``fold`` an integer (ids stay text).
+
+    Raises:
+        ValueError (DataError): an empty or repeated image id, an empty patient id or a fold that
+            is not an integer, naming the ids and CSV lines.
+    """
+    from cxrkit.datasets import DataError, check_keys
+
+    check_keys(splits["image"], csv_path, "image")
+    lines = splits.index + 2
+    no_pid = splits["patient_id"].str.strip() == ""
+    if no_pid.any():
+        raise DataError(f"{csv_path}: empty 'patient_id' for image(s) {_first(splits.loc[no_pid, 'image'])} "
+                        f"(lines {_first(lines[no_pid].tolist())})")
+    fold = pd.to_numeric(splits["fold"].str.strip(), errors="coerce")
+    bad = fold.isna() | (fold != fold.round())
+    if bad.any():
+        raise DataError(f"{csv_path}: 'fold' is not an integer for image(s) {_first(splits.loc[bad, 'image'])} "
+                        f"(lines {_first(lines[bad].tolist())}: {_first(splits.loc[bad, 'fold'])})")
+    splits["fold"] = fold.astype(int)
 
 
 def load_splits(path: str | Path, table: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -340,14 +402,16 @@ def load_splits(path: str | Path, table: pd.DataFrame | None = None) -> pd.DataF
 
     Raises:
         FileNotFoundError: a file is missing.
-        ValueError: malformed splits, or splits and table that do not match.
+        ValueError: malformed splits (an image on several rows, an empty id, a fold that is not
+            an integer, ...: naming the ids and lines), or splits and table that do not match
+            (naming the images added or removed and those whose patient id changed).
         LeakageError: a patient crosses parts in patient-grouped splits.
     """
     csv_path, json_path = _split_files(path)
     for p in (csv_path, json_path):
         if not p.is_file():
             raise FileNotFoundError(f"no splits file {p}")
-    splits = pd.read_csv(csv_path, dtype={"image": str, "patient_id": str, "split": str}, keep_default_na=False)
+    splits = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_filter=False)
     record = json.loads(json_path.read_text())
     absent = [k for k in _PARAMS if k not in record]
     if absent:
@@ -355,6 +419,7 @@ def load_splits(path: str | Path, table: pd.DataFrame | None = None) -> pd.DataF
     missing = [c for c in SPLIT_COLUMNS if c not in splits.columns]
     if missing:
         raise ValueError(f"{csv_path}: missing column(s) {missing}")
+    _check_ids(splits, csv_path)
     n_folds = int(record["n_folds"])
     is_test = splits["split"] == "test"
     bad = ~splits["split"].isin(["train", "test"]) | (is_test != (splits["fold"] == -1)) | \

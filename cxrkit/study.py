@@ -169,9 +169,16 @@ def prepare(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
 
     Returns a summary (paths, data fingerprint). Raises with instructions for a real dataset
     that is not there.
+
+    Raises:
+        FileNotFoundError: the dataset folder does not exist.
+        NotWritableError: the phantom or the folds must be (re)written where that is not possible,
+            before any of that work.
+        DataError, ValueError: bad data, or existing folds that cannot be read (e.g. an image twice).
     """
     from cxrkit.datasets import create_dataset, fingerprint
-    from cxrkit.splits import load_splits, make_splits, save_splits
+    from cxrkit.provenance import check_writable
+    from cxrkit.splits import SPLIT_METHODS, load_splits, make_splits, save_splits
 
     root = resolve(cfg.data)
     if cfg.phantom is not None:
@@ -182,6 +189,7 @@ def prepare(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
         marker = root / "phantom.json"
         have = json.loads(marker.read_text()) if marker.is_file() else None
         if have is None or any(have.get(k) != v for k, v in want.items()) or not have.get("complete", True):
+            check_writable(root, "the study's phantom", "set 'data' in the parameter file to a writable folder")
             if have is not None and progress:
                 print(f"regenerating the phantom at {root}: its parameters or generator code changed", flush=True)
             generate(root, n_patients=want["n_patients"], size=want["size"], seed=want["seed"], progress=progress,
@@ -192,10 +200,12 @@ def prepare(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
     ds = create_dataset(cfg.dataset, root=root, check_images=False, **cfg.dataset_options)
     fp = fingerprint(ds.table)
     meta = {"seed": cfg.split_seed, "n_folds": cfg.n_folds, "test_size": cfg.test_size, "group": cfg.group,
-            "fingerprint": fp, "dataset": cfg.dataset, "data": str(root)}
+            "method": SPLIT_METHODS[cfg.group], "fingerprint": fp, "dataset": cfg.dataset, "data": str(root)}
     meta_file = cfg.splits_path.with_suffix(".json")
     current = json.loads(meta_file.read_text()) if meta_file.is_file() else None
     if current is None or any(current.get(k) != v for k, v in meta.items() if k != "data"):
+        check_writable(cfg.splits_path.parent, "the study's folds",
+                       "set 'runs' in the parameter file to a writable folder")
         splits = make_splits(ds.table, ds.labels, n_folds=cfg.n_folds, test_size=cfg.test_size,
                              seed=cfg.split_seed, group=cfg.group)
         save_splits(splits, cfg.splits_path, {**meta, "provenance": environment()})
@@ -286,10 +296,14 @@ def require_runs(cfg: StudyConfig, variants: Sequence[str] | None = None, params
 
 
 def fold_predictions(cfg: StudyConfig, variant: str, split: str = "test", tta: bool = True) -> dict[int, pd.DataFrame]:
-    """The saved predictions of every fold of a variant, indexed by image."""
+    """The saved predictions of every fold of a variant, indexed by image: with flip TTA
+    (``pred_<split>.csv``) or without (``pred_<split>_notta.csv``). A variant trained with
+    ``tta: false`` saved only its predictions without TTA, as ``pred_<split>.csv``: they are
+    returned for both."""
     from cxrkit.predict import read_predictions
 
-    name = f"pred_{split}{'' if tta else '_notta'}.csv"
+    with_tta = cfg.train_config(0, variant).tta
+    name = f"pred_{split}{'' if tta or not with_tta else '_notta'}.csv"
     return {k: read_predictions(cfg.train_dir(k, variant) / name)[0].set_index("image") for k in range(cfg.n_folds)}
 
 
@@ -760,29 +774,61 @@ def is_phantom(cfg: StudyConfig) -> bool:
     return (resolve(cfg.data) / "truth.csv").is_file()
 
 
+def phantom_tables(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A phantom's ``train.csv`` and ``truth.csv`` sidecar, image names and patient ids as text.
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        cxrkit.datasets.DataError: an image name empty or on several rows of a file, or images in
+            one file and not in the other (naming them).
+    """
+    from cxrkit.datasets import DataError, read_keyed_csv
+
+    root = resolve(root)
+    labels_df = read_keyed_csv(root / "train.csv", "Image_name", text=("Patient_ID", "Study"), what="label table")
+    truth = read_keyed_csv(root / "truth.csv", "Image_name", what="truth sidecar")
+    for a, b, name in ((labels_df, truth, "truth.csv"), (truth, labels_df, "train.csv")):
+        absent = a.loc[~a["Image_name"].isin(b["Image_name"]), "Image_name"]
+        if len(absent):
+            raise DataError(f"{root / name}: {len(absent)} image(s) of the other file are missing: "
+                            f"{', '.join(map(repr, absent[:10]))}{' ...' if len(absent) > 10 else ''}")
+    return labels_df, truth
+
+
+def split_groups(path: Path, labels_df: pd.DataFrame) -> dict[str, pd.Series]:
+    """Image names of the test split and of every validation fold of the splits at ``path``,
+    checked to hold exactly the images (and patients) of the phantom's ``train.csv``."""
+    from cxrkit.splits import load_splits
+
+    patient = labels_df["Patient_ID"] if "Patient_ID" in labels_df else labels_df["Image_name"]  # as the gxs loader
+    ids = pd.DataFrame({"image": labels_df["Image_name"], "patient_id": patient})
+    splits = load_splits(path, ids)
+    groups = {"test": splits.loc[splits["split"] == "test", "image"]}
+    groups |= {f"fold {k}": splits.loc[splits["fold"] == k, "image"] for k in range(int(splits.attrs["n_folds"]))}
+    return {k: v for k, v in groups.items() if len(v)}
+
+
 def oracle_table(cfg: StudyConfig, by_split: bool = False) -> pd.DataFrame | None:
     """Exact oracle and marginal-oracle AUC (phantom only; None otherwise): per label and macro on all
-    images, or (``by_split``) the macro AUC on the test split and on every validation fold."""
+    images, or (``by_split``) the macro AUC on the test split and on every validation fold.
+
+    Raises:
+        cxrkit.datasets.DataError: see :func:`phantom_tables`.
+        ValueError: splits that do not hold the phantom's images and patients (naming them).
+    """
     if not is_phantom(cfg):
         return None
     from cxrkit.phantom.oracle import oracle_auc
-    from cxrkit.splits import load_splits
 
-    root = resolve(cfg.data)
-    labels_df, truth = pd.read_csv(root / "train.csv"), pd.read_csv(root / "truth.csv")
+    labels_df, truth = phantom_tables(cfg.data)
     if not by_split:
         cols = {}
         for name, marginal in (("oracle", False), ("marginal oracle", True)):
             per, macro = oracle_auc(truth, labels_df, marginal=marginal)
             cols[name] = pd.concat([per, pd.Series({"macro": macro})])
         return pd.DataFrame(cols)
-    splits = load_splits(cfg.splits_path)
-    groups = {"test": splits.loc[splits["split"] == "test", "image"]}
-    groups |= {f"fold {k}": splits.loc[splits["fold"] == k, "image"] for k in range(cfg.n_folds)}
     rows = {}
-    for name, images in groups.items():
-        if len(images) == 0:
-            continue
+    for name, images in split_groups(cfg.splits_path, labels_df).items():
         sel = labels_df["Image_name"].isin(set(images))
         rows[name] = {"images": int(sel.sum()),
                       "oracle": oracle_auc(truth[truth["Image_name"].isin(set(images))], labels_df[sel])[1],
@@ -805,7 +851,9 @@ def fold_couplings(cfg: StudyConfig, variant: str, kind: str = "effective") -> d
     across refiners; :func:`cxrkit.models.effective_coupling`) or ``raw`` (the refiner's own
     parameter: A for the sparse refiners, the fixed prior P(column | row) for cooc_gcn)."""
     name = {"effective": "effective_coupling.csv", "raw": "coupling.csv"}[kind]
-    return {k: pd.read_csv(cfg.train_dir(k, variant) / name, index_col=0) for k in range(cfg.n_folds)}
+    from cxrkit.predict import read_coupling  # refuses a label twice, rows and columns that differ
+
+    return {k: read_coupling(cfg.train_dir(k, variant) / name) for k in range(cfg.n_folds)}
 
 
 def coupled_variants(cfg: StudyConfig) -> list[str]:
@@ -814,8 +862,11 @@ def coupled_variants(cfg: StudyConfig) -> list[str]:
 
 
 def lambda_sweep(cfg: StudyConfig) -> pd.DataFrame | None:
-    """Per sparse variant with its own ``l1_lambda``: validation macro AUC (mean, sd over folds),
-    test ensemble macro AUC and the fraction of non-zero couplings; None without such a sweep."""
+    """Per sparse variant with its own ``l1_lambda``: its ``loss_reduction`` (``sum`` or ``mean``,
+    :mod:`cxrkit.losses`; the same lambda is L times stronger relative to the data term under
+    ``mean``), validation macro AUC (mean, sd over folds), test ensemble macro AUC and the fraction
+    of non-zero couplings; sorted by reduction, then lambda. None unless some reduction has at
+    least two lambdas."""
     from cxrkit.analysis import sparsity
     from cxrkit.metrics import macro_auc
 
@@ -830,29 +881,36 @@ def lambda_sweep(cfg: StudyConfig) -> pd.DataFrame | None:
         images = folds[0].index
         ens = sum(f.loc[images].to_numpy() for f in folds.values()) / len(folds)
         nonzero = [1 - sparsity(a) for a in fold_couplings(cfg, v, "raw").values()]
-        rows[v] = {"refiner": t.refiner, "l1_lambda": t.l1_lambda, "val macro AUC (mean)": float(np.mean(aucs)),
+        rows[v] = {"refiner": t.refiner, "l1_lambda": t.l1_lambda, "loss_reduction": t.loss_reduction,
+                   "val macro AUC (mean)": float(np.mean(aucs)),
                    "val macro AUC (sd)": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else float("nan"),
                    "test ensemble macro AUC": macro_auc(true_labels(cfg, images), ens),
                    "non-zero couplings": float(np.mean(nonzero))}
     table = pd.DataFrame(rows).T
-    if len(table) < 2 or table["l1_lambda"].nunique() < 2:
+    if len(table) < 2 or table.groupby("loss_reduction")["l1_lambda"].nunique().max() < 2:
         return None
-    return table.sort_values("l1_lambda")
+    return table.sort_values(["loss_reduction", "l1_lambda"], ascending=[False, True])
+
+
+def dataset_table(cfg: StudyConfig) -> pd.DataFrame:
+    """The study's dataset table as its runs see it (the labels of ``train.labels`` when set), no
+    image decoded."""
+    from cxrkit.datasets import create_dataset
+
+    return create_dataset(cfg.dataset, root=cfg.data, check_images=False, labels=cfg.train.get("labels"),
+                          **cfg.dataset_options).table
 
 
 def true_labels(cfg: StudyConfig, images: Sequence[str]) -> Any:
-    """Label matrix (NaN = unknown) of ``images`` in that order."""
-    from cxrkit.datasets import create_dataset, label_matrix
+    """Label matrix (NaN = unknown) of ``images`` in that order, over the labels the runs predict."""
+    from cxrkit.datasets import label_matrix
 
-    table = create_dataset(cfg.dataset, root=cfg.data, check_images=False, **cfg.dataset_options).table
+    table = dataset_table(cfg)
     return label_matrix(table.set_index("image").loc[list(images)].reset_index(), table.attrs["labels"])
 
 
 def _patients(cfg: StudyConfig, images: Sequence[str]) -> Any:
-    from cxrkit.datasets import create_dataset
-
-    table = create_dataset(cfg.dataset, root=cfg.data, check_images=False, **cfg.dataset_options).table
-    return table.set_index("image").loc[list(images), "patient_id"].to_numpy()
+    return dataset_table(cfg).set_index("image").loc[list(images), "patient_id"].to_numpy()
 
 
 def main_variant(cfg: StudyConfig) -> str:
@@ -875,10 +933,14 @@ def ablation(cfg: StudyConfig) -> dict[str, Any]:
 
     Returns ``per_fold`` (validation macro AUC per fold and variant), ``paired`` (paired patient
     bootstrap differences, see :func:`comparisons`: per fold on validation, and on the test
-    ensemble with and without flip TTA), ``per_label_delta`` (per-label AUC change of the test
-    ensemble), ``per_label_delta_ap`` (the same for average precision, Rawlekar et al.'s ΔAP),
-    ``test_summary`` (single folds, ensemble with its patient-bootstrap 95% CI, TTA on/off,
-    oracle), ``metrics`` (test ensemble: macro AUC, mAP, CP/CR/CF1/OP/OR/OF1) and ``headline``.
+    ensemble with and without flip TTA; columns ``diff, low, high, p_value``,
+    ``replicates_rejected`` and ``CI covers``: the CIs cover the sampling of the evaluated images
+    only, each variant being trained with one seed), ``per_label_delta`` (per-label AUC change of
+    the test ensemble), ``per_label_delta_ap`` (the same for average precision, Rawlekar et al.'s
+    ΔAP), ``test_summary`` (single folds, ensemble with its patient-bootstrap 95% CI and the
+    ``ensemble CI replicates rejected`` row, TTA on/off, oracle), ``metrics`` (test ensemble:
+    macro AUC, mAP, CP/CR/CF1/OP/OR/OF1) and ``headline``. Bootstrap replicates that lose a
+    label's positives or negatives are rejected and redrawn (:func:`cxrkit.metrics.bootstrap_macro_auc`).
     """
     from cxrkit.metrics import (
         average_precision,
@@ -923,6 +985,7 @@ def ablation(cfg: StudyConfig) -> dict[str, Any]:
           for v in names for suffix, e in (("", ens), (" (no TTA)", ens_notta))}
     test_summary.loc["ensemble 95% CI low"] = {c: ci[c]["low"] for c in test_summary.columns}
     test_summary.loc["ensemble 95% CI high"] = {c: ci[c]["high"] for c in test_summary.columns}
+    rejected = {c: ci[c]["replicates_rejected"] for c in test_summary.columns}  # row added below the oracle
     oracle = oracle_table(cfg, by_split=True)
     headline: dict[str, Any] = {f"test_ensemble_{v}": float(test_summary.loc["ensemble", v]) for v in names}
     if oracle is not None:
@@ -931,6 +994,7 @@ def ablation(cfg: StudyConfig) -> dict[str, Any]:
         for v in names:
             test_summary[f"{v} / oracle"] = test_summary[v] / test_summary["oracle"]
         headline["test_oracle"] = float(oracle.loc["test", "oracle"])
+    test_summary.loc["ensemble CI replicates rejected"] = rejected
     labels = list(fold_predictions(cfg, base, "test")[0].columns)
     per_label = {v: per_label_auc(y, ens[v], labels) for v in names}
     delta = pd.DataFrame({f"{b} - {a}": per_label[b] - per_label[a] for a, b in comparisons(cfg)})
@@ -948,17 +1012,19 @@ def ablation(cfg: StudyConfig) -> dict[str, Any]:
         m = evaluate(y, ens[v], labels, threshold=cfg.threshold)
         metrics[v] = {"macro AUC": m["macro_auc"], "mAP": m["mAP"],
                       **{f"{k}@{cfg.threshold:g}": m[k] for k in ("CP", "CR", "CF1", "OP", "OR", "OF1")}}
-    return {"per_fold": per_fold_df, "paired": pd.DataFrame(paired).T, "per_label_delta": delta,
+    paired_df = pd.DataFrame(paired).T.astype({"replicates_rejected": int})
+    paired_df["CI covers"] = [f"{'validation' if '(val)' in k else 'test'}-set sampling (patient bootstrap); "
+                              "one training seed per variant" for k in paired_df.index]
+    return {"per_fold": per_fold_df, "paired": paired_df, "per_label_delta": delta,
             "per_label_delta_ap": delta_ap, "test_summary": test_summary, "metrics": pd.DataFrame(metrics).T, "headline": headline}
 
 
 def training_conditional(cfg: StudyConfig) -> pd.DataFrame:
     """P(column | row) on the training part (all folds, never the test split)."""
     from cxrkit.analysis import conditional_probability
-    from cxrkit.datasets import create_dataset
     from cxrkit.splits import load_splits
 
-    table = create_dataset(cfg.dataset, root=cfg.data, check_images=False, **cfg.dataset_options).table
+    table = dataset_table(cfg)
     splits = load_splits(cfg.splits_path, table)
     train = table[(splits["split"] == "train").to_numpy()]
     labels = table.attrs["labels"]
@@ -1015,7 +1081,13 @@ def best_recovery(recovery: pd.DataFrame) -> str:
 
 
 def final_test_table(cfg: StudyConfig) -> pd.DataFrame:
-    """Test macro AUC (patient-bootstrap 95% CI) of each variant's fold ensemble, and the oracle."""
+    """Test macro AUC (patient-bootstrap 95% CI) of each variant's fold ensemble, and the oracle.
+
+    Columns ``macro AUC``, ``95% CI low/high``, ``images``, ``replicates rejected`` (bootstrap
+    replicates redrawn to keep every scorable label, :func:`cxrkit.metrics.bootstrap_macro_auc`)
+    and ``CI covers`` (test-set sampling only: each variant is trained with one seed); the
+    oracle rows are exact and have no CI.
+    """
     from cxrkit.metrics import bootstrap_macro_auc
 
     rows = {}
@@ -1023,16 +1095,19 @@ def final_test_table(cfg: StudyConfig) -> pd.DataFrame:
         folds = fold_predictions(cfg, v, "test")
         images = folds[0].index
         ens = sum(f.loc[images].to_numpy() for f in folds.values()) / len(folds)
-        ci = bootstrap_macro_auc(true_labels(cfg, images), ens, n_boot=cfg.bootstrap, groups=_patients(cfg, images))
-        rows[f"{v} ({cfg.n_folds}-fold ensemble, flip TTA)"] = {"macro AUC": ci["estimate"], "95% CI low": ci["low"],
-                                                                 "95% CI high": ci["high"], "images": len(images)}
+        ci = bootstrap_macro_auc(true_labels(cfg, images), ens, n_boot=cfg.bootstrap, groups=_patients(cfg, images),
+                                 seed=int(cfg.train.get("seed", 0)))  # the seed of ablation()'s intervals
+        rows[f"{v} ({cfg.n_folds}-fold ensemble, flip TTA)"] = {
+            "macro AUC": ci["estimate"], "95% CI low": ci["low"], "95% CI high": ci["high"], "images": len(images),
+            "replicates rejected": ci["replicates_rejected"],
+            "CI covers": "test-set sampling (patient bootstrap); one training seed per variant"}
     oracle = oracle_table(cfg, by_split=True)
     if oracle is not None:
         rows["oracle (perfect perception, exact)"] = {"macro AUC": float(oracle.loc["test", "oracle"]),
                                                       "images": int(oracle.loc["test", "images"])}
         rows["marginal oracle (no label coupling)"] = {"macro AUC": float(oracle.loc["test", "marginal oracle"]),
                                                        "images": int(oracle.loc["test", "images"])}
-    return pd.DataFrame(rows).T
+    return pd.DataFrame.from_dict(rows, orient="index").astype({"replicates rejected": "Int64"})  # dtype per column
 
 
 def our_table_i_rows(cfg: StudyConfig, final: pd.DataFrame) -> pd.DataFrame:

@@ -2,8 +2,9 @@
 
 A run folder holds: ``params.json`` and ``provenance.json`` (parameters, git revision, package
 versions, device, data fingerprint), ``history.csv`` (one row per epoch), ``last.pt`` (written
-atomically after every epoch; an interrupted run resumes from it), ``best.pt`` (EMA weights of
-the epoch with the best validation macro AUC), ``pred_val.csv`` / ``pred_test.csv`` (with flip
+atomically after every epoch; an interrupted run resumes from it), ``best.pt`` (the evaluated
+model of the epoch with the best validation macro AUC: the EMA, or with ``ema_refiner: false``
+the EMA backbone and the live refiner), ``pred_val.csv`` / ``pred_test.csv`` (with flip
 TTA) and ``*_notta.csv`` (without), ``coupling.csv`` (learned matrix, when the refiner has one)
 and ``metrics.json``.
 """
@@ -23,14 +24,14 @@ import pandas as pd
 import torch
 
 from cxrkit.config import ConfigError, TrainConfig, to_dict
-from cxrkit.datasets import create_dataset, fingerprint, label_matrix
+from cxrkit.datasets import DataError, create_dataset, fingerprint, label_matrix
 from cxrkit.losses import create_loss
 from cxrkit.metrics import macro_auc, per_label_auc
-from cxrkit.models import create_model, effective_coupling
+from cxrkit.models import CXRModel, create_model, effective_coupling
 from cxrkit.paths import data_dir, resolve
 from cxrkit.pipeline import Augment, CXRImages, UInt8Cache, make_loader, to_model_input
 from cxrkit.predict import autocast_context, predict_probs, resolve_amp, write_predictions
-from cxrkit.provenance import atomic_write, write_json, write_run_record
+from cxrkit.provenance import atomic_write, check_writable, write_json, write_run_record
 from cxrkit.splits import fold_indices, load_splits, test_indices
 
 #: Parameters that may change between an interrupted run and its resumption.
@@ -117,11 +118,23 @@ def file_digest(path: str | Path) -> str:
 
 
 def cosine_with_warmup(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """LR factor per optimiser step: linear warm-up, then 0.5 (1 + cos(pi progress)) (paper III.E)."""
+    """LR factor per optimiser step (0-based): linear warm-up, then cosine decay (paper III.E).
+
+    As Srivastava et al.'s ``build_scheduler`` (``crxml/train.py``, a ``LambdaLR`` stepped after
+    every optimiser step)::
+
+        step < warmup_steps:  step / warmup_steps      (the first step has LR 0)
+        otherwise:            0.5 * (1 + cos(pi * progress)),
+                              progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+
+    ``progress`` is capped at 1 (ours: the factor stays 0 past ``total_steps``, which a run does
+    not reach).
+    """
+    warmup_steps = max(1, warmup_steps)
 
     def factor(step: int) -> float:
         if step < warmup_steps:
-            return (step + 1) / warmup_steps
+            return step / warmup_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
@@ -142,22 +155,77 @@ class FoldData:
     csv_digest: str = ""
 
 
+def _check_cache_dir(cfg: TrainConfig) -> None:
+    """With ``cache: true``, that the uint8 cache can be built where :func:`train` puts it, unless
+    one at this image size is already there (it may be read-only then).
+
+    Raises:
+        NotWritableError: naming the folder and how to train without the cache.
+    """
+    cache_dir = data_dir() / "cache"  # where train() builds the UInt8Cache
+    if not any(cache_dir.glob(f"u8_{cfg.image_size}px_*.npy")):
+        check_writable(cache_dir, "the uint8 image cache (cache: true)",
+                       "train with --no-cache (cache: false) to decode the images every epoch instead")
+
+
+def _fitting_folds(cfg: TrainConfig, root: Path, splits_path: Path) -> pd.DataFrame:
+    """The splits, checked to fit the data as written (no image is decoded): the same images with
+    the same patient ids (:func:`load_splits` names any added, removed or changed), and label
+    values equal to those they were made from, over the labels they were stratified on (which
+    may be more or other than the run's ``labels``: training on a subset is fine). Row order may
+    differ. Returns the splits in table row order.
+
+    Raises:
+        ValueError: images added or removed, patient ids changed (named).
+        ConfigError: other label values (the fingerprints), or stratification labels the data
+            cannot provide.
+    """
+    options = cfg.dataset_options
+    listed = create_dataset(cfg.dataset, root=root, labels=cfg.labels, check_images=False, **options).table
+    splits = load_splits(splits_path, listed)
+    made_for, made_on = splits.attrs.get("fingerprint"), splits.attrs.get("labels")
+    if made_for is None:
+        return splits
+    if made_on is not None and list(made_on) != list(listed.attrs["labels"]):
+        try:
+            listed = create_dataset(cfg.dataset, root=root, labels=made_on, check_images=False, **options).table
+        except DataError as exc:
+            raise ConfigError(f"{splits_path} was stratified on labels {list(made_on)}, which the data at {root} "
+                              f"cannot provide: {exc}") from exc
+    file_order = load_splits(splits_path)["image"].to_numpy()  # the fingerprint is over the rows in this order
+    as_made = listed.set_index("image").loc[file_order].reset_index()
+    as_made.attrs["labels"] = list(listed.attrs["labels"])
+    if fingerprint(as_made) != made_for:
+        raise ConfigError(f"{splits_path} was made for other data (fingerprint {made_for}, the data at {root} has "
+                          f"{fingerprint(as_made)}): the images and patient ids are the same, but the values of the "
+                          f"labels the folds were stratified on ({', '.join(as_made.attrs['labels'])}) differ "
+                          f"(an edited label file, or other dataset_options); run `cxrkit folds` again")
+    return splits
+
+
 def load_fold(cfg: TrainConfig, report_dir: Path) -> FoldData:
-    """Load and validate the dataset and the splits; every data error is raised here, before training."""
+    """Load and validate the dataset and the splits; every data error is raised here, before training.
+
+    The folds are checked first, before any image is decoded (:func:`_fitting_folds`); then every
+    image is decoded (``on_bad_image``; reports go to ``report_dir``).
+
+    Raises:
+        FileNotFoundError: no splits file.
+        NotWritableError: ``cache: true`` and the cache folder cannot be written.
+        DataError: bad data (files, rows, images).
+        ValueError, ConfigError: folds that do not fit the data (naming what differs), a fold
+            out of range, or a validation fold without any label having both classes.
+    """
     root = resolve(cfg.data)
-    ds = create_dataset(cfg.dataset, root=root, labels=cfg.labels, on_bad_image=cfg.on_bad_image,
-                        report_dir=report_dir, **cfg.dataset_options)
     splits_path = resolve(cfg.splits)
     if not splits_path.is_file():
         raise FileNotFoundError(f"splits file not found: {splits_path} (make it with `cxrkit folds`)")
-    # folds are checked against the table as written (before any excluded image is dropped)
-    full = ds.table_before_exclusion
-    splits = load_splits(splits_path, full)
-    made_for = splits.attrs.get("fingerprint")
-    if made_for not in (None, fingerprint(full)):
-        raise ConfigError(f"{splits_path} was made for other data (fingerprint {made_for}, the data at {root} "
-                          f"has {fingerprint(full)}); run `cxrkit folds` again")
-    table = ds.table
+    if cfg.cache:
+        _check_cache_dir(cfg)
+    splits = _fitting_folds(cfg, root, splits_path)
+    ds = create_dataset(cfg.dataset, root=root, labels=cfg.labels, on_bad_image=cfg.on_bad_image,
+                        report_dir=report_dir, **cfg.dataset_options)
+    table = ds.table  # without the excluded images, if any
     splits = splits.set_index("image").loc[table["image"]].reset_index()
     train_idx, val_idx = fold_indices(splits, cfg.fold)
     y_val = label_matrix(table)[np.asarray(val_idx, dtype=int)]
@@ -165,7 +233,7 @@ def load_fold(cfg: TrainConfig, report_dir: Path) -> FoldData:
         raise ConfigError(f"validation fold {cfg.fold} of {splits_path} ({len(val_idx)} images): no label has both "
                           f"positives and negatives, so its macro AUC (the model-selection metric) is undefined")
     return FoldData(table, ds.labels, np.asarray(train_idx), np.asarray(val_idx), np.asarray(test_indices(splits)),
-                    fingerprint(full), file_digest(splits_path), file_digest(ds.csv))
+                    fingerprint(ds.table_before_exclusion), file_digest(splits_path), file_digest(ds.csv))
 
 
 #: TrainConfig fields passed to each refiner's constructor (refiner argument -> config field).
@@ -173,11 +241,13 @@ REFINER_OPTIONS: dict[str, dict[str, str]] = {
     "none": {},
     "sparse": {"alpha": "alpha", "lam": "l1_lambda"},
     "sparse_prior": {"alpha": "alpha", "lam": "l1_lambda"},
-    "cooc_gcn": {"layers": "gcn_layers", "hidden": "gcn_hidden", "normalize": "gcn_normalize"},
+    "cooc_gcn": {"layers": "gcn_layers", "hidden": "gcn_hidden", "normalize": "gcn_normalize",
+                 "form": "gcn_form", "p": "gcn_p"},
 }
-#: TrainConfig fields passed to each loss (None values fall back to the loss's own defaults).
-LOSS_OPTIONS: dict[str, tuple[str, ...]] = {"asl": ("gamma_pos", "gamma_neg", "clip"),
-                                            "rasl": ("gamma_pos", "gamma_neg", "clip"), "bce": ()}
+#: TrainConfig fields passed to each loss (None values fall back to the loss's own defaults);
+#: every loss also gets ``reduction=cfg.loss_reduction`` where it is built.
+LOSS_OPTIONS: dict[str, tuple[str, ...]] = {"asl": ("gamma_pos", "gamma_neg", "clip", "focal_grad"),
+                                            "rasl": ("gamma_pos", "gamma_neg", "clip", "focal_grad"), "bce": ()}
 
 
 def refiner_kwargs(cfg: TrainConfig) -> dict[str, Any]:
@@ -190,10 +260,17 @@ def loss_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return {k: getattr(cfg, k) for k in LOSS_OPTIONS.get(cfg.loss, ()) if getattr(cfg, k) is not None}
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay (paper III.E: 1e-4) on the weights, none on biases and norm weights
-    (timm's usual practice; the paper does not say) nor on the coupling matrix, whose L1 penalty
-    replaces it (paper III.B)."""
+def _param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict[str, Any]]:
+    """AdamW parameter groups with weight decay ``weight_decay`` (paper III.E: 1e-4).
+
+    By default (cxrkit's) decay on the weights only, none on biases and norm weights (timm's
+    usual practice; the paper does not say) nor on the coupling matrix, whose L1 penalty replaces
+    it (paper III.B). ``decay_all`` (``weight_decay_all``): one group decaying every parameter,
+    ``A`` included, as Srivastava et al.'s code (``crxml/train.py``:
+    ``AdamW(list(model.parameters()) + list(refiner.parameters()), weight_decay=...)``).
+    """
+    if decay_all:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
     skip = model.no_weight_decay()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -201,6 +278,42 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
             continue
         (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _create_ema(cfg: TrainConfig, model: CXRModel) -> tuple[Any, torch.nn.Module]:
+    """The EMA (timm's ``ModelEmaV3``, decay ``ema_decay``; None when it is 0) and the model that
+    is validated, kept in ``best.pt`` and predicts.
+
+    ``ema_refiner`` (cxrkit's): the EMA of the whole model, refiner included; its copy is that
+    model. Otherwise as Srivastava et al.'s code (``crxml/train.py``: ``ema = ModelEMA(model)`` of
+    the backbone, ``validate(ema.ema, refiner, ...)``, the best checkpoint holds
+    ``ema.ema.state_dict()`` and ``refiner.state_dict()``): the EMA of the backbone only, and a
+    :class:`CXRModel` of the EMA backbone and the live refiner (``model.refiner`` itself), whose
+    state dict has the keys of ``model``'s.
+    """
+    if cfg.ema_decay <= 0:
+        return None, model
+    from timm.utils import ModelEmaV3
+
+    if cfg.ema_refiner:
+        ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup)
+        return ema, ema.module
+    ema = ModelEmaV3(model.backbone, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup)
+    return ema, CXRModel(ema.module, model.refiner)
+
+
+def _update_ema(ema: Any, cfg: TrainConfig, model: CXRModel, step: int) -> None:
+    """One EMA update after optimiser step ``step`` (of the whole model, or of the backbone
+    without ``ema_refiner``).
+
+    With ``ema_warmup``, timm's warm-up from the step (``ModelEmaV3.get_decay``: decay 0, a copy,
+    at steps 0 and 1, then ``min(ema_decay, 1 - step ** (-2/3))``). Without it no step is passed:
+    ``get_decay(None)`` is ``ema_decay`` from the first update, ``ema = decay * ema + (1 - decay) *
+    model`` (parameters and float buffers), as Srivastava et al.'s ``crxml/models/ema.py``
+    (timm copies the weights on the first two updates whenever it is given a step, even with
+    ``use_warmup=False``).
+    """
+    ema.update(model if cfg.ema_refiner else model.backbone, step=step if cfg.ema_warmup else None)
 
 
 def _comparable(params: dict[str, Any]) -> dict[str, Any]:
@@ -268,7 +381,8 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     mean, std = model.data_config["mean"], model.data_config["std"]
-    criterion = create_loss(cfg.loss, train_labels=y[data.train_idx], **loss_kwargs(cfg)).to(device)
+    criterion = create_loss(cfg.loss, train_labels=y[data.train_idx], reduction=cfg.loss_reduction,
+                            **loss_kwargs(cfg)).to(device)
 
     paths = data.table["path"].tolist()
     cache = None
@@ -294,16 +408,11 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
                              seed=cfg.seed, workers=cfg.workers, pin_memory=pin, pad=False, **shard)
 
     steps_per_epoch = len(train_loader)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, cfg.weight_decay_all), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(
         max(1, round(cfg.warmup_epochs * steps_per_epoch)), cfg.epochs * steps_per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # fp16: cuda or mps
-    ema = None
-    if cfg.ema_decay > 0:
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup)
-    eval_model = ema.module if ema is not None else model
+    ema, eval_model = _create_ema(cfg, model)
     net = model
     if dist.enabled:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -371,7 +480,7 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
             if not grads_finite:  # fp16 overflow: GradScaler skipped the step and lowered its scale
                 overflow += 1
             elif ema is not None:
-                ema.update(model, step=step)
+                _update_ema(ema, cfg, model, step)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         bar.close()
@@ -414,7 +523,7 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
     if best["epoch"] < 0:
         raise TrainingError(f"validation macro AUC was undefined in all {len(history)} epoch(s) "
                             f"(history: {out / 'history.csv'}); no best checkpoint was kept")
-    summary = finish(cfg, data, model if ema is None else ema.module, best_path, device, mean, std, subset, dist)
+    summary = finish(cfg, data, eval_model, best_path, device, mean, std, subset, dist)
     summary.update({"best_epoch": best["epoch"], "best_val_macro_auc": best["val_macro_auc"],
                     "epochs_run": len(history), "nonfinite_skipped": nonfinite, "amp_overflow_steps": overflow,
                     "world_size": dist.world,

@@ -34,3 +34,32 @@ def tiny_cfg(tiny_phantom: Path, tmp_path: Path):
     return TrainConfig(data=str(tiny_phantom), splits=str(tiny_phantom / "folds.csv"), backbone="test_resnet",
                        image_size=32, batch_size=16, eval_batch_size=32, epochs=2, lr=1e-3, refiner="sparse",
                        ema_decay=0.9, cache=False, workers=0, progress=False, out=str(tmp_path / "run"))
+
+
+@pytest.fixture
+def fake_notebooks(monkeypatch):
+    """run_study with every notebook replaced by :class:`study_helpers.FakeNotebooks` (no kernel:
+    seconds instead of minutes), for the study's bookkeeping."""
+    import papermill
+    from study_helpers import FakeNotebooks
+
+    from cxrkit import study
+
+    fake = FakeNotebooks()
+    monkeypatch.setattr(papermill, "execute_notebook", fake.execute)
+    monkeypatch.setattr(study, "_render_html", lambda ipynb, page: Path(page).write_text("<html></html>"))
+    monkeypatch.setattr(study, "ensure_kernel", lambda: "cxrkit")
+    return fake
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory: pytest.TempPathFactory):
+    """The one real smoke study of a test session (params/smoke.yaml, outputs under a temporary
+    folder), run with two parallel training jobs: ``(params_file, run_study result)``. Tests that
+    use it carry ``@pytest.mark.xdist_group("smoke_study")`` so one pytest-xdist worker runs it."""
+    from study_helpers import smoke_copy
+
+    from cxrkit.study import run_study
+
+    params = smoke_copy(tmp_path_factory.mktemp("study"))
+    return params, run_study(params, progress=False, jobs=2)

@@ -61,3 +61,45 @@ def test_cli_rejects_unknown_key_in_file(tmp_path):
     args = build_parser().parse_args(["train", "--config", str(f)])
     with pytest.raises(ConfigError, match=r"p.yaml: unknown parameter 'epoch'"):
         _config_from_args(TrainConfig, args)
+
+
+@pytest.mark.parametrize("values,msg", [
+    ({"loss_reduction": "median"}, "loss_reduction"), ({"loss": "bce", "focal_grad": True}, "focal_grad"),
+    ({"gcn_form": "ml_gcn"}, "gcn_form"),
+])
+def test_reduction_focal_grad_and_gcn_form_are_checked(values, msg):
+    with pytest.raises(ConfigError, match=msg):
+        from_dict(TrainConfig, values)
+
+
+def test_defaults_keep_the_kits_behaviour():
+    cfg = TrainConfig()
+    assert (cfg.loss_reduction, cfg.focal_grad, cfg.gcn_form, cfg.gcn_normalize) == ("sum", None, "row", "row")
+    assert (cfg.ema_refiner, cfg.ema_warmup, cfg.weight_decay_all, cfg.seed) == (True, True, False, 0)
+    with pytest.raises(ConfigError, match="'ema_refiner' must be bool"):
+        from_dict(TrainConfig, {"ema_refiner": "no"})
+
+
+def test_parameter_files_carry_the_authors_semantics():
+    """paper.yaml: the reduction, focusing gradient, EMA, weight decay and seeds of Srivastava et al.'s
+    code; rawlekar.yaml: the official GCN form by default; lambda_sweep.yaml: every lambda under
+    both reductions."""
+    from cxrkit.paths import project_root
+    from cxrkit.study import load_study
+
+    params = project_root() / "params"
+    paper = load_study(params / "paper.yaml").validate()
+    for v in paper.variant_names:
+        t = paper.train_config(0, v)
+        assert (t.loss, t.loss_reduction, t.focal_grad, t.grad_clip, t.l1_lambda) == ("asl", "mean", True, 1.0, 1e-3)
+        assert (t.ema_decay, t.ema_refiner, t.ema_warmup, t.weight_decay_all, t.seed) == (0.999, False, False, True, 42)
+    assert (paper.split_seed, paper.group) == (42, "patient")
+    raw = load_study(params / "rawlekar.yaml").validate()
+    gcn = raw.train_config(0, "cooc_gcn")
+    assert (gcn.gcn_form, gcn.gcn_hidden, gcn.gcn_layers, gcn.gcn_p) == ("official", 10, 3, 0.2)
+    assert raw.train_config(0, "cooc_gcn_rasl").gcn_form == "official"
+    assert raw.train_config(0, "cooc_gcn_row").gcn_form == "row"
+    sweep = load_study(params / "lambda_sweep.yaml").validate()
+    grid = {(t.loss_reduction, t.l1_lambda) for t in (sweep.train_config(0, v) for v in sweep.variant_names)
+            if t.refiner == "sparse"}
+    assert grid == {(r, lam) for r in ("sum", "mean") for lam in (0.0, 1e-4, 1e-3, 1e-2)}

@@ -103,6 +103,18 @@ def test_rasl_weights_by_hand():
     assert np.allclose(ReweightedAsymmetricLoss.label_weights(Y, "literal", normalize=False).numpy(), 3.0)
 
 
+def test_rasl_gives_a_label_without_positives_the_smallest_weight():
+    # as Rawlekar et al.'s code (MLR-GCN utils/asymmetric_loss.py, AsymmetricLoss_imbalanced): a zero
+    # count is replaced by 15 x the largest count before inverting. Counts 3, 3, 1, 0 -> 3, 3, 1, 45;
+    # alpha_j = 7 / count -> 7/3, 7/3, 7, 7/45
+    y = np.column_stack([Y, np.array([0, 0, np.nan, 0])])
+    raw = np.array([7 / 3, 7 / 3, 7.0, 7 / 45])
+    assert np.allclose(ReweightedAsymmetricLoss.label_weights(y, normalize=False).numpy(), raw)
+    w = ReweightedAsymmetricLoss.label_weights(y).numpy()
+    assert np.allclose(w, raw / raw.mean()) and w.argmin() == 3 and w.mean() == pytest.approx(1.0)
+    assert np.allclose(ReweightedAsymmetricLoss.label_weights(np.zeros((4, 3))).numpy(), 1.0)  # no positives at all
+
+
 def test_rasl_is_weighted_asl_with_the_papers_defaults_and_masking():
     loss = create_loss("rasl", train_labels=Y)
     assert (loss.gamma_pos, loss.gamma_neg, loss.clip) == (1.0, 3.0, 0.05)
@@ -124,7 +136,9 @@ def test_train_config_passes_refiner_and_loss_options(tiny_cfg):
     from cxrkit.train import loss_kwargs, refiner_kwargs
 
     gcn = dataclasses.replace(tiny_cfg, refiner="cooc_gcn", gcn_layers=2, gcn_normalize="sym", loss="rasl")
-    assert refiner_kwargs(gcn) == {"layers": 2, "hidden": 16, "normalize": "sym"}
+    assert refiner_kwargs(gcn) == {"layers": 2, "hidden": 16, "normalize": "sym", "form": "row", "p": 0.2}
+    official = dataclasses.replace(gcn, gcn_normalize="row", gcn_form="official", gcn_p=0.3)
+    assert refiner_kwargs(official) == {"layers": 2, "hidden": 16, "normalize": "row", "form": "official", "p": 0.3}
     assert loss_kwargs(gcn) == {}  # rasl keeps its own gamma defaults
     assert loss_kwargs(dataclasses.replace(gcn, gamma_neg=2.0)) == {"gamma_neg": 2.0}
     assert refiner_kwargs(dataclasses.replace(tiny_cfg, l1_lambda=0.01)) == {"alpha": 0.3, "lam": 0.01}

@@ -1,13 +1,13 @@
 """Data-parallel training with torchrun: 2 CPU processes (gloo) match the single-process run.
 
 ``batch_size`` is the global batch: each of the 2 ranks takes half of every single-process batch
-(the same images), DDP averages the gradients, and only rank 0 writes. What differs is
-BatchNorm, whose statistics are computed per rank over half the images, and float reduction
-order. Tolerance stated here, after 2 epochs: every predicted probability within 0.05 of the
-single-process run, the mean absolute difference under 0.02 and under a quarter of what another
-seed changes (the control: a DDP that did not average gradients, or shuffled differently, moves
-predictions as much as a new seed does), and macro AUC within 0.03. Measured on the 2-core
-development machine: max 0.019, mean 0.007 against 0.057 for the other seed, macro AUC within 0.02.
+(the same images, the same augmentation), DDP averages the gradients, and only rank 0 writes.
+The model is timm's ``test_convnext`` (LayerNorm: no BatchNorm statistics that differ per rank)
+without dropout (whose masks would be drawn per rank), so the two runs are the same computation up
+to the order of floating-point reductions: after 2 epochs every predicted probability agrees
+within 1e-4 (measured on the 2-core development machine: 1e-6, the CSV's precision), against a
+mean difference of about 0.05 for another seed (the control: a DDP that did not average the
+gradients, or sharded the batches differently, moves predictions as much as a new seed does).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from cxrkit.paths import project_root
 
 def _train_cmd(tiny_phantom: Path, out: Path, seed: int = 0) -> list[str]:
     return ["-m", "cxrkit.cli", "train", "--data", str(tiny_phantom), "--splits", str(tiny_phantom / "folds.csv"),
-            "--backbone", "test_resnet", "--image-size", "32", "--batch-size", "16", "--eval-batch-size", "32",
+            "--backbone", "test_convnext", "--drop-rate", "0", "--image-size", "32", "--batch-size", "16",
+            "--eval-batch-size", "32",
             "--epochs", "2", "--lr", "0.001", "--no-progress", "--no-cache", "--seed", str(seed), "--out", str(out)]
 
 
@@ -37,11 +38,11 @@ def test_two_process_gloo_matches_single_process(tiny_phantom, tmp_path):
     single, ddp, other_seed = tmp_path / "single", tmp_path / "ddp", tmp_path / "seed1"
     for out, seed in ((single, 0), (other_seed, 1)):
         res = subprocess.run([sys.executable, *_train_cmd(tiny_phantom, out, seed)], env=env, capture_output=True,
-                             text=True, timeout=600, cwd=project_root())
+                             text=True, cwd=project_root())
         assert res.returncode == 0, res.stderr[-3000:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     res = subprocess.run([*torchrun, *_train_cmd(tiny_phantom, ddp)], env=env, capture_output=True, text=True,
-                         timeout=600, cwd=project_root())
+                         cwd=project_root())
     assert res.returncode == 0, res.stderr[-3000:]
 
     m1 = json.loads((single / "metrics.json").read_text())
@@ -51,12 +52,10 @@ def test_two_process_gloo_matches_single_process(tiny_phantom, tmp_path):
     for split in ("val", "test"):
         p1, p2, p3 = (pd.read_csv(d / f"pred_{split}.csv").set_index("image") for d in (single, ddp, other_seed))
         assert list(p1.index) == list(p2.index)  # every image predicted once, in the same order
-        diff = np.abs(p1.to_numpy() - p2.to_numpy())
+        diff = np.abs(p1.to_numpy() - p2.to_numpy()).max()
         control = np.abs(p1.to_numpy() - p3.to_numpy()).mean()
-        assert diff.max() < 0.05, f"{split}: max |p_ddp - p_single| = {diff.max():.4f}"
-        assert diff.mean() < min(0.02, control / 4), f"{split}: mean |p_ddp - p_single| = {diff.mean():.4f}, " \
-                                                     f"other seed {control:.4f}"
-        assert abs(m1[f"{split}_macro_auc"] - m2[f"{split}_macro_auc"]) < 0.03, (m1[f"{split}_macro_auc"], m2[f"{split}_macro_auc"])
+        assert diff < 1e-4, f"{split}: max |p_ddp - p_single| = {diff:.2g}"
+        assert control > 100 * 1e-4, f"{split}: another seed moves predictions by only {control:.2g} on average"
     # only rank 0 wrote: one history, no temporary files left
     assert len(pd.read_csv(ddp / "history.csv")) == 2
     assert not [p for p in ddp.iterdir() if p.name.startswith(".")]

@@ -197,3 +197,115 @@ def test_create_loss_registry() -> None:
         create_loss("bce")
     with pytest.raises(ValueError, match=r"unknown loss 'focal'.*'asl'.*'bce'"):
         create_loss("focal")
+
+
+# ------------------------------------------------------------------ reduction: sum vs mean (issue 10 §3)
+
+
+def _authors_objective(z: torch.Tensor, y: torch.Tensor, a: torch.Tensor, alpha: float = 0.3,
+                       l1: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Srivastava et al.'s training objective, re-derived from their code (utkarsh231/Learning-Sparse-
+    Label-Couplings-for-Multilabel-Chest-X-Ray-Diagnosis): ``crxml/models/refiner.py`` (the diagonal
+    removed from A, ``logits + alpha * sigmoid(logits) @ A``, ``reg = l1 * |A|.sum()``),
+    ``crxml/losses.py`` (ASL 0/4/0.05 whose focusing weight is *not* detached, ``-loss.mean()``
+    over the B x L entries) and ``crxml/engine.py`` (``loss = loss_sup + reg``).
+    Returns (data term, L1 term)."""
+    off = a - torch.diag(torch.diag(a))
+    refined = z + alpha * (torch.sigmoid(z) @ off)
+    p_pos = torch.sigmoid(refined)
+    p_neg = torch.clamp(1.0 - p_pos + 0.05, max=1.0)
+    ce = y * torch.log(torch.clamp(p_pos, min=1e-8)) + (1 - y) * torch.log(torch.clamp(p_neg, min=1e-8))
+    focus = torch.pow(1 - (p_pos * y + p_neg * (1 - y)), 0.0 * y + 4.0 * (1 - y))
+    return -(ce * focus).mean(), l1 * off.abs().sum()
+
+
+def _coupling_grads(loss_fn: nn.Module, z: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cxrkit's gradients on A of the data term and of the L1 term (sparse refiner, alpha 0.3, 1e-3)."""
+    from cxrkit.models import SparseCouplingRefiner
+
+    refiner = SparseCouplingRefiner(z.shape[1], alpha=0.3, lam=1e-3)
+    with torch.no_grad():
+        refiner.A.copy_(a)
+    data = torch.autograd.grad(loss_fn(refiner(z), y, mask), refiner.A)[0]
+    l1 = torch.autograd.grad(refiner.penalty(), refiner.A)[0]
+    return data, l1
+
+
+def _paper_batch(b: int = 24, labels: int = 14) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(b, labels, generator=gen) * 2 - 1
+    y = (torch.rand(b, labels, generator=gen) < 0.2).float()
+    a = torch.randn(labels, labels, generator=gen) * 0.5  # non-zero: the L1 gradient is sign(A)
+    return z, y, a
+
+
+def test_mean_reduction_gives_the_authors_gradients_on_the_coupling_matrix() -> None:
+    z, y, a = _paper_batch()
+    theirs = {}
+    for name in ("data", "l1"):
+        a_t = a.clone().requires_grad_(True)
+        terms = dict(zip(("data", "l1"), _authors_objective(z, y, a_t), strict=True))
+        theirs[name] = torch.autograd.grad(terms[name], a_t)[0]
+    data, l1 = _coupling_grads(AsymmetricLoss(focal_grad=True, reduction="mean"), z, y, a)
+    torch.testing.assert_close(data, theirs["data"], rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(l1, theirs["l1"])
+    # with the focusing weight detached (the official ASL), the data gradient is another one
+    detached, _ = _coupling_grads(AsymmetricLoss(reduction="mean"), z, y, a)
+    assert not torch.allclose(detached, theirs["data"], rtol=1e-3)
+
+
+def test_l1_to_data_ratio_is_L_times_larger_under_mean() -> None:
+    z, y, a = _paper_batch()
+    ratio = {}
+    for reduction in ("sum", "mean"):
+        data, l1 = _coupling_grads(AsymmetricLoss(focal_grad=True, reduction=reduction), z, y, a)
+        ratio[reduction] = (l1.norm() / data.norm()).item()
+    assert ratio["mean"] / ratio["sum"] == pytest.approx(z.shape[1], rel=1e-5)  # L = 14, all labels known
+
+
+def _asl_and_bce(reduction: str) -> list[nn.Module]:
+    return [AsymmetricLoss(reduction=reduction), WeightedBCE(torch.linspace(1.0, 10.0, L), reduction=reduction)]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["asl", "bce"])
+def test_mean_reduction_averages_over_known_entries_only(which: int) -> None:
+    mean_fn, sum_fn = _asl_and_bce("mean")[which], _asl_and_bce("sum")[which]
+    logits, targets = _batch()
+    assert mean_fn(logits, targets).item() == pytest.approx(sum_fn(logits, targets).item() / L, rel=1e-6)
+
+    mask = torch.rand(B, L, generator=torch.Generator().manual_seed(1)) < 0.6
+    n_known = int(mask.sum())
+    x = logits.clone().requires_grad_(True)
+    loss = mean_fn(x, torch.where(mask, targets, torch.full_like(targets, float("nan"))), mask.float())
+    # the known entries' losses, each computed alone, averaged
+    singles = [mean_fn(logits[i : i + 1, j : j + 1], targets[i : i + 1, j : j + 1]).item()
+               for i, j in mask.nonzero().tolist()] if which == 0 else None
+    if singles is not None:
+        assert loss.item() == pytest.approx(sum(singles) / n_known, rel=1e-5)
+    assert loss.item() == pytest.approx(sum_fn(logits, targets, mask).item() * B / n_known, rel=1e-5)
+    loss.backward()
+    assert (x.grad[~mask] == 0).all() and x.grad[mask].abs().sum() > 0
+    # masked entries change nothing; a batch without a known entry gives 0 and no gradient
+    assert mean_fn(torch.where(mask, logits, logits + 5.0), targets, mask).item() == pytest.approx(loss.item())
+    empty = logits.clone().requires_grad_(True)
+    none_known = mean_fn(empty, targets, torch.zeros(B, L))
+    none_known.backward()
+    assert none_known.item() == 0.0 and (empty.grad == 0).all()
+
+
+def test_focal_grad_is_finite_on_saturated_logits() -> None:
+    logits = torch.tensor([[40.0, -40.0, 0.0], [-40.0, 40.0, 3.0]], requires_grad=True)
+    targets = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    AsymmetricLoss(focal_grad=True, reduction="mean")(logits, targets).backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_reduction_is_validated_and_passed_by_create_loss() -> None:
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        AsymmetricLoss(reduction="median")
+    assert create_loss("asl", reduction="mean").reduction == "mean"
+    assert create_loss("bce", np.array([[1, 0], [0, 1]], dtype=float), reduction="mean").reduction == "mean"
+    rasl = create_loss("rasl", np.array([[1, 0], [0, 1]], dtype=float), reduction="mean", focal_grad=True)
+    assert (rasl.reduction, rasl.focal_grad) == ("mean", True)
+    assert create_loss("asl").reduction == "sum"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from cxrkit.metrics import (
@@ -197,10 +198,10 @@ def test_bootstrap_over_groups_resamples_patients() -> None:
         bootstrap_macro_auc(y, s, groups=np.arange(10))
 
 
-def test_bootstrap_skips_single_class_replicates() -> None:
+def test_bootstrap_keeps_label_set_fixed_small() -> None:
     # label 1: two positives, perfectly ranked (AUC 1); label 0: weak (AUC ~0.58). About 10% of
-    # replicates draw neither positive of label 1: their macro is label 0 alone (~0.58), which
-    # pulls the lower bound down; dropping those replicates instead would give low ~0.71.
+    # replicates draw neither positive of label 1; averaged over label 0 alone (~0.58) they would
+    # pull the lower bound below 0.65. They are rejected and redrawn instead (low ~0.71).
     rng = np.random.default_rng(6)
     y = np.zeros((60, 2))
     y[:, 0] = rng.random(60) < 0.4
@@ -210,13 +211,154 @@ def test_bootstrap_skips_single_class_replicates() -> None:
     assert auc[1] == 1.0 and auc[0] < 0.65
     out = bootstrap_macro_auc(y, s, n_boot=300, seed=0)
     assert out["estimate"] == pytest.approx((auc[0] + 1) / 2)
-    assert out["low"] < 0.65 < out["estimate"] < out["high"]
+    assert 0.65 < out["low"] < out["estimate"] < out["high"]
+    assert 10 < out["replicates_rejected"] < 90  # ~ 300 * 0.12 / 0.88 expected
+
+
+# The reference below resamples exactly as documented, one replicate at a time and without the
+# library's weights or blocks: replicate r draws G patient indices (codes in order of first
+# appearance) from ``default_rng(seed)`` and repeats each drawn patient's images.
+
+def _rank_auc(y: np.ndarray, s: np.ndarray) -> float:
+    """Mann-Whitney AUC from average ranks; NaN with a single class."""
+    pos = y == 1
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    if n1 == 0 or n0 == 0:
+        return nan
+    return float((rankdata(s)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def reference_replicates(y: np.ndarray, models: list[np.ndarray], patients: np.ndarray, n_draws: int,
+                         seed: int) -> np.ndarray:
+    """Per-label AUCs of the first ``n_draws`` replicates, shape (draws, models, labels)."""
+    rng = np.random.default_rng(seed)
+    n_patients = int(patients.max()) + 1
+    out = np.full((n_draws, len(models), y.shape[1]), nan)
+    for r in range(n_draws):
+        idx = np.repeat(np.arange(len(y)), np.bincount(rng.integers(0, n_patients, n_patients),
+                                                       minlength=n_patients)[patients])
+        for j in range(y.shape[1]):
+            known = idx[~np.isnan(y[idx, j])]
+            for m, s in enumerate(models):
+                out[r, m, j] = _rank_auc(y[known, j], s[known, j])
+    return out
+
+
+def fixed_set(aucs: np.ndarray, scorable: np.ndarray, n_boot: int) -> tuple[np.ndarray, int]:
+    """Macro AUCs (n_boot, models) of the first n_boot replicates with every scorable label
+    scorable, and the number of replicates rejected before the n_boot-th of them."""
+    ok = np.flatnonzero(~np.isnan(aucs[:, 0, scorable]).any(axis=1))
+    assert ok.size >= n_boot, "reference: draw more replicates"
+    return aucs[ok[:n_boot]][:, :, scorable].mean(axis=2), int(ok[n_boot - 1] + 1 - n_boot)
+
+
+def three_label_example(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """~400 images of 200 patients; labels with 111, 75 and 3 positives (the 3 in 2 patients,
+    so ~13% of patient replicates have no rare positive). Model a ranks labels 0 and 1 weakly
+    (AUC ~0.7) and the rare label perfectly (AUC 1); model b is better on label 0."""
+    rng = np.random.default_rng(seed)
+    sizes = np.r_[2, 1, rng.integers(1, 4, size=198)]  # images per patient
+    patients = np.repeat(np.arange(200), sizes)
+    n = len(patients)
+    y = np.zeros((n, 3))
+    y[rng.choice(n, 111, replace=False), 0] = 1
+    y[rng.choice(n, 75, replace=False), 1] = 1
+    y[:3, 2] = 1  # patient 0 (two images) and patient 1
+    y[rng.choice(np.flatnonzero(y[:, 0] == 0), 8, replace=False), 0] = nan  # a few unknown negatives
+    noise = rng.normal(size=(n, 3))
+    a = np.c_[0.8 * np.nan_to_num(y[:, :2]) + noise[:, :2], 4 * y[:, 2] + 0.1 * noise[:, 2]]
+    b = a.copy()
+    b[:, 0] = 1.6 * np.nan_to_num(y[:, 0]) + noise[:, 0]
+    return y, a, b, patients
+
+
+def test_bootstrap_interval_is_over_fixed_label_set() -> None:
+    y, s, _, patients = three_label_example()
+    auc = per_label_auc(y, s)
+    assert auc[2] == 1.0 and auc[0] < 0.8 and auc[1] < 0.8
+    n_boot = 600
+    out = bootstrap_macro_auc(y, s, n_boot=n_boot, seed=3, groups=patients)
+    ref = reference_replicates(y, [s], patients, 800, seed=3)
+    # (a) the old behaviour mixed estimands: some of the first n_boot replicates lose the rare
+    # label, and averaging them over the two others pulls the lower bound far down
+    old = np.nanmean(ref[:n_boot, 0], axis=1)
+    assert np.isnan(ref[:n_boot, 0, 2]).sum() > 30
+    assert np.quantile(old, 0.025) < out["low"] - 0.05
+    # (b) the interval is the percentile interval of the fixed-label-set replicates only
+    macro, rejected = fixed_set(ref, np.ones(3, bool), n_boot)
+    assert out["low"] == pytest.approx(np.quantile(macro[:, 0], 0.025), abs=1e-9)
+    assert out["high"] == pytest.approx(np.quantile(macro[:, 0], 0.975), abs=1e-9)
+    assert out["se"] == pytest.approx(macro[:, 0].std(ddof=1), abs=1e-9)
+    assert out["estimate"] == pytest.approx(auc.mean())
+    # (c) the count is reported and equals the independent count
+    assert out["replicates_rejected"] == rejected > 30
+    # (d) same seed, same result; another seed, another
+    assert bootstrap_macro_auc(y, s, n_boot=n_boot, seed=3, groups=patients) == out
+    assert bootstrap_macro_auc(y, s, n_boot=n_boot, seed=4, groups=patients) != out
+
+
+def test_bootstrap_unaffected_data_unchanged() -> None:
+    # (e) no replicate loses a label: count 0 and the plain percentile bootstrap
+    y, s = synthetic(150, seed=11)
+    patients = np.arange(150) // 2
+    out = bootstrap_macro_auc(y, s, n_boot=200, seed=5, groups=patients)
+    ref = reference_replicates(y, [s], patients, 200, seed=5)
+    assert not np.isnan(ref).any()
+    plain = ref[:, 0].mean(axis=1)
+    assert out["replicates_rejected"] == 0
+    assert [out["low"], out["high"]] == pytest.approx(np.quantile(plain, [0.025, 0.975]), abs=1e-9)
+    image_level = bootstrap_macro_auc(y, s, n_boot=200, seed=5)
+    ref = reference_replicates(y, [s], np.arange(150), 200, seed=5)
+    assert image_level["replicates_rejected"] == 0
+    assert image_level["low"] == pytest.approx(np.quantile(ref[:, 0].mean(axis=1), 0.025), abs=1e-9)
+
+
+def test_paired_diff_over_fixed_label_set() -> None:
+    y, a, b, patients = three_label_example(seed=1)
+    n_boot = 500
+    out = paired_bootstrap_diff(y, a, b, n_boot=n_boot, seed=2, groups=patients)
+    ref = reference_replicates(y, [a, b], patients, 700, seed=2)
+    assert np.isnan(ref[:n_boot, 0, 2]).sum() > 30  # the old behaviour mixed label sets
+    macro, rejected = fixed_set(ref, np.ones(3, bool), n_boot)
+    d = macro[:, 1] - macro[:, 0]
+    assert np.abs(d).min() > 1e-6  # no replicate difference at 0: the p-value is not a float tie
+    assert out["replicates_rejected"] == rejected > 30
+    assert out["diff"] == pytest.approx(macro_auc(y, b) - macro_auc(y, a))
+    assert [out["low"], out["high"]] == pytest.approx(np.quantile(d, [0.025, 0.975]), abs=1e-9)
+    tail = min((d <= 0).sum(), (d >= 0).sum()) + 1
+    assert out["p_value"] == pytest.approx(min(1.0, 2 * tail / (n_boot + 1)))
+    # the same resamples as the single-model bootstrap with the same seed
+    assert bootstrap_macro_auc(y, a, n_boot=n_boot, seed=2, groups=patients)["replicates_rejected"] == rejected
+    assert paired_bootstrap_diff(y, a, b, n_boot=n_boot, seed=2, groups=patients) == out
+    # unaffected data: count 0 and the plain paired bootstrap
+    y, s = synthetic(120, seed=12, masked=0.0)
+    s2 = s + 0.5 * y
+    out = paired_bootstrap_diff(y, s, s2, n_boot=150, seed=1)
+    ref = reference_replicates(y, [s, s2], np.arange(120), 150, seed=1)
+    d = ref[:, 1].mean(axis=1) - ref[:, 0].mean(axis=1)
+    assert out["replicates_rejected"] == 0
+    assert [out["low"], out["high"]] == pytest.approx(np.quantile(d, [0.025, 0.975]), abs=1e-9)
+
+
+def test_bootstrap_too_rare_labels_is_an_error() -> None:
+    # six labels with one positive patient each among 100: a replicate keeps all six with
+    # probability ~0.63^6 ~ 6%, under the 1 in 10 the draw limit allows
+    y = np.zeros((100, 6))
+    y[np.arange(6) * 7, np.arange(6)] = 1.0
+    s = y + np.random.default_rng(0).normal(size=y.shape)
+    with pytest.raises(ValueError, match=r"too rare.*column \d \(1 positive, 99 negative"):
+        bootstrap_macro_auc(y, s, n_boot=50, seed=0)
+    with pytest.raises(ValueError, match="too rare"):
+        paired_bootstrap_diff(y, s, s, n_boot=50, seed=0)
+    nothing = bootstrap_macro_auc(np.zeros((20, 2)), np.zeros((20, 2)), n_boot=20)  # no scorable label
+    assert np.isnan([nothing["estimate"], nothing["low"], nothing["high"]]).all()
+    assert nothing["replicates_rejected"] == 0
 
 
 def test_paired_diff_of_model_with_itself_is_zero() -> None:
     y, s = synthetic(200, seed=7)
     out = paired_bootstrap_diff(y, s, s.copy(), n_boot=200, seed=0)
-    assert out == {"diff": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0}
+    assert out == {"diff": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0, "replicates_rejected": 0}
 
 
 def test_paired_diff_detects_better_model() -> None:
@@ -240,5 +382,12 @@ def test_bootstrap_does_not_depend_on_memory_blocks(monkeypatch) -> None:
     y, s = synthetic(300, n_labels=6, seed=9)
     groups = np.arange(300) // 3
     whole = bootstrap_macro_auc(y, s, n_boot=50, seed=4, groups=groups)
+    y3, a, b, patients = three_label_example()  # with rejected replicates
+    rare = bootstrap_macro_auc(y3, a, n_boot=120, seed=1, groups=patients)
+    paired = paired_bootstrap_diff(y3, a, b, n_boot=120, seed=1, groups=patients)
+    assert rare["replicates_rejected"] > 0
     monkeypatch.setattr(M, "_CHUNK", 7 * 300)  # blocks of 7 replicates
     assert bootstrap_macro_auc(y, s, n_boot=50, seed=4, groups=groups) == whole
+    monkeypatch.setattr(M, "_CHUNK", 5 * len(y3))  # blocks of 5
+    assert bootstrap_macro_auc(y3, a, n_boot=120, seed=1, groups=patients) == pytest.approx(rare, abs=1e-12)
+    assert paired_bootstrap_diff(y3, a, b, n_boot=120, seed=1, groups=patients) == pytest.approx(paired, abs=1e-12)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from cxrkit.models import (
@@ -322,7 +323,8 @@ def test_paper_configuration_model_takes_a_training_step(tmp_path: Path) -> None
     x = torch.randn(2, 3, 64, 64, generator=g)
     y = (torch.rand(2, n, generator=g) < 0.3).float()
     y[0, 3] = float("nan")  # unknown label: masked
-    loss_fn = create_loss(cfg.loss, train_labels=y.numpy(), **loss_kwargs(cfg))
+    assert (cfg.loss_reduction, cfg.focal_grad) == ("mean", True)  # the authors' code (issue 10 §3)
+    loss_fn = create_loss(cfg.loss, train_labels=y.numpy(), reduction=cfg.loss_reduction, **loss_kwargs(cfg))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     before_conv = model.backbone.conv1.weight.detach().clone()
     model.train()
@@ -335,3 +337,116 @@ def test_paper_configuration_model_takes_a_training_step(tmp_path: Path) -> None
     assert not torch.equal(model.backbone.conv1.weight, before_conv)
     coupling = model.coupling()
     assert np.abs(coupling).sum() > 0 and np.all(np.diag(coupling) == 0)
+
+
+# ----------------------------------------------------------------------------- co-occurrence GCN (issue 10 §4)
+
+#: 5 images x 3 labels, all known: c_00 = 4, c_11 = 3, c_22 = 2, c_01 = 2, c_02 = 2, c_12 = 1
+Y_GCN = np.array([[1, 1, 0], [1, 0, 1], [1, 1, 1], [0, 1, 0], [1, 0, 0]], dtype=float)
+
+
+def _official_steps(counts: torch.Tensor, p: float = 0.2) -> torch.Tensor:
+    """The graph construction of Rawlekar et al.'s code (SamyakR99/MLR-GCN, models/mlrgcn.py,
+    Mlrgcn.__init__, coco/voc/foodseg branch), step by step on the co-occurrence counts."""
+    r = counts.clone().float()
+    kept = torch.zeros_like(r, dtype=torch.bool).scatter_(1, torch.topk(r, len(r)).indices, True)
+    assert kept.all()  # their per-row top-k mask has k = L: it keeps every entry (no threshold)
+    diag = torch.eye(len(r), dtype=torch.bool)
+    r[diag] = 0
+    r = r / r.sum(dim=1).reshape(-1, 1) * p
+    r[diag] = 1 - p
+    r = r / torch.diag(r)
+    r[diag] = 1 - p  # set again after the dataset branches
+    return r
+
+
+def test_official_gcn_graph_by_hand() -> None:
+    from cxrkit.gcn_graph import reweighted_adjacency
+
+    r = create_refiner("cooc_gcn", 3, form="official")
+    r.fit_prior(Y_GCN)
+    by_hand = np.array([[0.8, 0.25 * 2 / 4, 0.25 * 2 / 4],   # row 0: c_01 = c_02 = 2
+                        [0.25 * 2 / 3, 0.8, 0.25 * 1 / 3],   # row 1: c_10 = 2, c_12 = 1
+                        [0.25 * 2 / 3, 0.25 * 1 / 3, 0.8]])  # row 2: c_20 = 2, c_21 = 1
+    np.testing.assert_allclose(r.adjacency.numpy(), by_hand, rtol=1e-6)
+    counts = torch.as_tensor(Y_GCN.T @ Y_GCN)
+    np.testing.assert_allclose(by_hand, _official_steps(counts).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(reweighted_adjacency(counts.numpy()), by_hand)  # counts or P(n | m): same rows
+    # a label without any co-occurring label keeps only its self-weight (the authors' code: NaN)
+    lonely = reweighted_adjacency(np.array([[3.0, 0, 0], [0, 2, 1], [0, 1, 1]]), p=0.3)
+    np.testing.assert_allclose(lonely[0], [0.7, 0, 0])
+    np.testing.assert_allclose(lonely[1], [0, 0.7, 0.3 / 0.7])
+
+
+def test_official_gcn_last_layer_has_no_activation() -> None:
+    z = torch.tensor([[1.0, 2.0, 0.5], [0.5, 3.0, 2.0]])
+    forms = {}
+    for form in ("official", "row"):
+        r = create_refiner("cooc_gcn", 3, layers=1, form=form)
+        r.fit_prior(Y_GCN)
+        with torch.no_grad():
+            r.weights[0].fill_(-1.0)
+        forms[form] = (r(z) - z, r.adjacency)
+    correction, adj = forms["official"]
+    expected = -(z @ adj.T)  # row m of A_hat mixes the logits of m's neighbours
+    assert (expected < 0).all()
+    torch.testing.assert_close(correction, expected)  # a negative correction passes unchanged
+    row, row_adj = forms["row"]
+    torch.testing.assert_close(row, 0.2 * -(z @ row_adj.T))  # the row form's LeakyReLU damps it 5x
+
+
+def test_official_gcn_three_layers_and_initialisation() -> None:
+    torch.manual_seed(0)
+    r = create_refiner("cooc_gcn", 3, layers=3, hidden=10, form="official")
+    r.fit_prior(Y_GCN)
+    assert [tuple(w.shape) for w in r.weights] == [(1, 10), (10, 10), (10, 1)]  # their COCO widths
+    for w in r.weights:  # U(-1/sqrt(fan_out), 1/sqrt(fan_out)), no bias
+        assert w.abs().max() <= 1 / w.shape[1] ** 0.5 and w.abs().max() > 0.5 / w.shape[1] ** 0.5
+    z = torch.randn(4, 3)
+    adj, (w1, w2, w3) = r.adjacency, list(r.weights)
+    h = F.leaky_relu(adj @ z.unsqueeze(-1) @ w1, 0.2)
+    h = F.leaky_relu(adj @ h @ w2, 0.2)
+    torch.testing.assert_close(r(z), z + (adj @ h @ w3).squeeze(-1))
+    # the authors' code does not start as the identity, so neither does the official form
+    assert not torch.allclose(r(z), z)
+
+
+def test_row_gcn_form_is_unchanged_and_starts_as_identity() -> None:
+    torch.manual_seed(0)
+    r = create_refiner("cooc_gcn", 3, layers=2, hidden=4)
+    assert r.form == "row"
+    torch.manual_seed(0)
+    w1 = torch.nn.init.xavier_uniform_(torch.empty(1, 4))
+    torch.testing.assert_close(r.weights[0].detach(), w1)
+    assert (r.weights[1] == 0).all()
+    r.fit_prior(Y_GCN)
+    from cxrkit.analysis import conditional_matrix
+
+    a = conditional_matrix(Y_GCN)
+    np.testing.assert_allclose(r.adjacency.numpy(), a / a.sum(axis=1, keepdims=True), rtol=1e-6)
+    z = torch.randn(5, 3)
+    assert torch.equal(r(z), z)  # identity at the start
+    with torch.no_grad():
+        r.weights[1].fill_(-0.5)
+    adj = r.adjacency
+    h = F.leaky_relu(adj @ z.unsqueeze(-1) @ r.weights[0], 0.2)
+    torch.testing.assert_close(r(z), z + F.leaky_relu(adj @ h @ r.weights[1], 0.2).squeeze(-1))
+
+
+def test_gcn_form_options_are_checked_and_come_from_the_parameters() -> None:
+    from cxrkit.config import ConfigError, TrainConfig, from_dict
+    from cxrkit.train import refiner_kwargs
+
+    with pytest.raises(ValueError, match="form must be"):
+        create_refiner("cooc_gcn", 3, form="kipf")
+    with pytest.raises(ValueError, match="takes no normalize"):
+        create_refiner("cooc_gcn", 3, form="official", normalize="sym")
+    with pytest.raises(ValueError, match="p must be in"):
+        create_refiner("cooc_gcn", 3, form="official", p=1.0)
+    cfg = from_dict(TrainConfig, {"refiner": "cooc_gcn", "gcn_form": "official", "gcn_hidden": 10, "gcn_p": 0.3})
+    r = create_refiner("cooc_gcn", 3, **refiner_kwargs(cfg))
+    assert (r.form, r.p, r.weights[0].shape[1]) == ("official", 0.3, 10)
+    for bad, match in (({"gcn_form": "kipf"}, "gcn_form"), ({"gcn_form": "official", "gcn_normalize": "sym"},
+                       "gcn_normalize"), ({"gcn_p": 0.3}, "gcn_p"), ({"gcn_form": "official", "gcn_p": 0.0}, "gcn_p")):
+        with pytest.raises(ConfigError, match=match):
+            from_dict(TrainConfig, bad)

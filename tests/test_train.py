@@ -10,7 +10,18 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrkit.train import TrainingError, cosine_with_warmup, train
+from cxrkit.models import create_model
+from cxrkit.train import (
+    TrainingError,
+    _create_ema,
+    _param_groups,
+    _update_ema,
+    cosine_with_warmup,
+    train,
+)
+
+#: The settings of Srivastava et al.'s code that params/paper.yaml sets (crxml/train.py, models/ema.py).
+AUTHORS = {"ema_refiner": False, "ema_warmup": False, "weight_decay_all": True}
 
 
 def _preds(out, name="pred_val.csv"):
@@ -18,10 +29,24 @@ def _preds(out, name="pred_val.csv"):
 
 
 def test_cosine_with_warmup_shape():
+    """The factors of Srivastava et al.'s build_scheduler (crxml/train.py), by hand: step / 10 during
+    the 10 warm-up steps, then 0.5 (1 + cos(pi (step - 10) / 100))."""
     f = cosine_with_warmup(10, 110)
-    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
-    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0)
-    assert all(f(s) >= f(s + 1) for s in range(10, 110))
+    assert f(0) == 0.0 and f(1) == pytest.approx(0.1) and f(5) == pytest.approx(0.5) and f(9) == pytest.approx(0.9)
+    assert f(10) == pytest.approx(1.0) and f(35) == pytest.approx(0.5 * (1 + math.sqrt(0.5)))
+    assert f(60) == pytest.approx(0.5) and f(85) == pytest.approx(0.5 * (1 - math.sqrt(0.5)))
+    assert f(110) == pytest.approx(0.0) and f(200) == pytest.approx(0.0)
+    assert all(f(s) < f(s + 1) for s in range(10)) and all(f(s) >= f(s + 1) for s in range(10, 110))
+    # under LambdaLR the first optimiser step has LR 0, the second lr / warmup_steps
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, f)
+    lrs = []
+    for _ in range(3):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.0, 1e-4, 2e-4])
+    assert cosine_with_warmup(0, 5)(0) == 0.0 and cosine_with_warmup(0, 5)(1) == 1.0  # at least one warm-up step
 
 
 def test_run_writes_every_output(tiny_cfg):
@@ -59,8 +84,9 @@ def test_same_seed_same_result_and_other_seed_differs(tiny_cfg, tmp_path):
     assert not np.allclose(pa.iloc[:, 1:], pc.iloc[:, 1:])
 
 
-def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path):
-    full = dataclasses.replace(tiny_cfg, epochs=3, out=str(tmp_path / "full"))
+@pytest.mark.parametrize("settings", [{}, AUTHORS], ids=["cxrkit", "authors"])
+def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, settings):
+    full = dataclasses.replace(tiny_cfg, epochs=3, out=str(tmp_path / "full"), **settings)
     cut = dataclasses.replace(full, out=str(tmp_path / "cut"))
     train(full)
 
@@ -76,6 +102,7 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path):
         train(cut, fault_hook=kill_in_second_epoch)
     state = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
     assert state["epoch"] == 1 and not state["done"]
+    assert len(state["optimizer"]["param_groups"]) == (1 if settings.get("weight_decay_all") else 2)
     summary = train(cut)  # resume
     assert summary["epochs_run"] == 3
     pd.testing.assert_frame_equal(_preds(tmp_path / "full"), _preds(tmp_path / "cut"))
@@ -176,6 +203,78 @@ def test_ema_averages_the_refiner_too(tiny_cfg):
     ema_a, raw_a = last["ema"]["module.refiner.A"], last["model"]["refiner.A"]
     assert ema_a.abs().sum() > 0 and not torch.allclose(ema_a, raw_a)  # the EMA lags the raw coupling
     torch.testing.assert_close(best["model"]["refiner.A"], ema_a)  # the kept model is the EMA, refiner included
+
+
+def test_ema_of_the_backbone_only_keeps_and_validates_with_the_live_refiner(tiny_cfg):
+    """ema_refiner false (the authors' code): the EMA holds the backbone only; best.pt holds the EMA
+    backbone and the live refiner, the model validation and the predictions used."""
+    summary = train(dataclasses.replace(tiny_cfg, epochs=1, ema_decay=0.9, ema_refiner=False))
+    out = Path(tiny_cfg.out)
+    last, best = (torch.load(out / n, weights_only=False) for n in ("last.pt", "best.pt"))
+    backbone = [k for k in last["model"] if k.startswith("backbone.")]
+    assert sorted(last["ema"]) == sorted("module." + k.removeprefix("backbone.") for k in backbone)
+    assert sorted(best["model"]) == sorted(last["model"])  # the same layout as with the whole-model EMA
+    raw_a = last["model"]["refiner.A"]
+    assert raw_a.abs().sum() > 0
+    torch.testing.assert_close(best["model"]["refiner.A"], raw_a)  # the live refiner
+    for k in backbone:
+        torch.testing.assert_close(best["model"][k], last["ema"]["module." + k.removeprefix("backbone.")])
+    weight = "backbone.conv1.0.weight"
+    assert not torch.allclose(best["model"][weight], last["model"][weight])  # the EMA backbone, not the raw one
+    # the validation of epoch 1 scored the model that best.pt holds and the predictions come from
+    val_auc = pd.read_csv(out / "history.csv")["val_macro_auc"].iloc[0]
+    assert summary["best_val_macro_auc"] == val_auc == pytest.approx(summary["val_macro_auc_notta"], abs=1e-12)
+
+
+def _moved(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Shift every float entry of the state dict (parameters and buffers); return the new values."""
+    with torch.no_grad():
+        for v in model.state_dict().values():
+            if v.is_floating_point():
+                v.add_(torch.linspace(0.5, 1.5, v.numel()).reshape(v.shape))
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("ema_refiner", [True, False])
+def test_ema_without_warmup_uses_the_decay_from_the_first_update(tiny_cfg, ema_refiner):
+    """ema_warmup false: after one update from a known model, EMA = 0.999 init + 0.001 new (the
+    authors' crxml/models/ema.py), not a copy, which timm's ModelEmaV3 makes of its first two updates
+    whenever it is given a step (get_decay), even with use_warmup=False."""
+    torch.manual_seed(0)
+    model = create_model("test_resnet", 14, refiner="sparse")
+    cfg = dataclasses.replace(tiny_cfg, ema_decay=0.999, ema_warmup=False, ema_refiner=ema_refiner)
+    ema, evaluated = _create_ema(cfg, model)
+    assert [ema.get_decay(0), ema.get_decay(1), ema.get_decay(None)] == [0.0, 0.0, 0.999]
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    new = _moved(model)
+    _update_ema(ema, cfg, model, step=0)
+    for k, v in evaluated.state_dict().items():
+        averaged = ema_refiner or k.startswith("backbone.")
+        if v.is_floating_point():
+            torch.testing.assert_close(v, 0.999 * init[k] + 0.001 * new[k] if averaged else new[k])
+    assert (evaluated.refiner is model.refiner) != ema_refiner  # without ema_refiner: the live refiner itself
+    # the default (timm's warm-up from the step) copies the weights on the first update
+    warm = dataclasses.replace(cfg, ema_warmup=True, ema_refiner=True)
+    ema, evaluated = _create_ema(warm, model)
+    newer = _moved(model)
+    _update_ema(ema, warm, model, step=0)
+    for k, v in evaluated.state_dict().items():
+        torch.testing.assert_close(v, newer[k])
+
+
+def test_weight_decay_skips_biases_norms_and_coupling_unless_all():
+    model = create_model("test_resnet", 14, refiner="sparse")
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay, no_decay = _param_groups(model, 1e-4)
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (1e-4, 0.0)
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    assert {"refiner.A", "backbone.bn1.weight", "backbone.bn1.bias", "backbone.fc.bias"} <= skipped
+    assert all(p.ndim > 1 for p in decay["params"]) and "backbone.fc.weight" not in skipped
+    assert len(decay["params"]) + len(no_decay["params"]) == len(names)
+    # weight_decay_all (the authors' AdamW over model + refiner parameters): one group, everything decayed
+    (everything,) = _param_groups(model, 1e-4, decay_all=True)
+    assert everything["weight_decay"] == 1e-4
+    assert [names[id(p)] for p in everything["params"]] == [n for n, _ in model.named_parameters()]
 
 
 def test_fp16_without_loss_scaling_is_refused_before_loading_data(tiny_cfg, monkeypatch):
