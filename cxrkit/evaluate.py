@@ -77,7 +77,7 @@ def evaluate_files(paths: Sequence[str | Path], *, data: str | Path, dataset: st
         y, s, groups = aligned(ds.table, labels, preds, str(p))
         scores_of.append(s)
         per = per_label_auc(y, s, labels)
-        ci = bootstrap_macro_auc(y, s, n_boot=n_boot, seed=seed, groups=groups)
+        ci = bootstrap_macro_auc(y, s, n_boot=n_boot, seed=seed, groups=groups, labels=labels)
         thr = threshold_metrics(y, s, threshold=threshold)
         col = {**{f"AUC {k}": v for k, v in per.items()}, "macro AUC": ci["estimate"],
                "macro AUC low": ci["low"], "macro AUC high": ci["high"],
@@ -88,7 +88,8 @@ def evaluate_files(paths: Sequence[str | Path], *, data: str | Path, dataset: st
                      f"redrawn for a label without both classes), mAP {col['mAP']:.4f}, n={len(y)}")
     table = pd.DataFrame(columns)
     if len(paths) == 2:
-        d = paired_bootstrap_diff(y, scores_of[0], scores_of[1], n_boot=n_boot, seed=seed, groups=groups)
+        d = paired_bootstrap_diff(y, scores_of[0], scores_of[1], n_boot=n_boot, seed=seed, groups=groups,
+                                  labels=labels)
         lines.append(f"paired difference (second - first): {d['diff']:+.4f} "
                      f"(95% CI {d['low']:+.4f} to {d['high']:+.4f}, p={d['p_value']:.3f}, "
                      f"{d['replicates_rejected']} replicate(s) rejected and redrawn); CI covers: sampling of the "

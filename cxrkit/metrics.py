@@ -222,7 +222,7 @@ def _sampler(n: int, seed: int, groups: Any) -> tuple[Callable[[int], np.ndarray
 
 
 def _fixed_set_replicates(t: np.ndarray, plans: list[list[_Plan]], n_boot: int, seed: int,
-                          groups: Any) -> tuple[np.ndarray, int]:
+                          groups: Any, labels: Sequence[str] | None = None) -> tuple[np.ndarray, int]:
     """Macro AUCs of the first ``n_boot`` replicates in which every label scorable on the full
     data stays scorable (has positive and negative weight), for one or more models.
 
@@ -236,6 +236,7 @@ def _fixed_set_replicates(t: np.ndarray, plans: list[list[_Plan]], n_boot: int, 
         n_boot: replicates to keep.
         seed: seed of the resampling.
         groups: optional (N,) group id per image.
+        labels: names of the L labels, for the error message (default: column numbers).
 
     Returns:
         ``(macro, rejected)``: (M, n_boot) macro AUCs, one row per model, and how many replicates
@@ -252,7 +253,7 @@ def _fixed_set_replicates(t: np.ndarray, plans: list[list[_Plan]], n_boot: int, 
     n_kept = drawn = 0
     while n_kept < n_boot:
         if drawn >= limit:
-            raise _too_rare(t, scorable, lost, drawn, n_kept, n_boot)
+            raise _too_rare(t, scorable, lost, drawn, n_kept, n_boot, labels)
         need = n_boot - n_kept
         rate = max(n_kept / drawn if drawn else 1.0, 1 / _MAX_DRAWS)  # acceptance so far
         spare = int(1.1 * need * (1 / rate - 1)) + 1 if drawn else 0  # expected rejections
@@ -271,10 +272,11 @@ def _fixed_set_replicates(t: np.ndarray, plans: list[list[_Plan]], n_boot: int, 
 
 
 def _too_rare(t: np.ndarray, scorable: np.ndarray, lost: np.ndarray, drawn: int, n_kept: int,
-              n_boot: int) -> ValueError:
+              n_boot: int, labels: Sequence[str] | None = None) -> ValueError:
     """The error of a bootstrap that hit its draw limit, naming the labels that caused it."""
     cols = np.flatnonzero(scorable)
-    detail = ", ".join(f"column {cols[i]} ({int((t[:, cols[i]] == 1).sum())} positive, "
+    names = [repr(labels[c]) if labels is not None else f"column {c}" for c in range(t.shape[1])]
+    detail = ", ".join(f"{names[cols[i]]} ({int((t[:, cols[i]] == 1).sum())} positive, "
                        f"{int((t[:, cols[i]] == 0).sum())} negative; unscorable in {lost[i] / drawn:.0%} "
                        f"of draws)" for i in np.argsort(-lost, kind="stable")[:5] if lost[i])
     return ValueError(f"bootstrap: only {n_kept} of {n_boot} replicates kept every scorable label "
@@ -301,7 +303,8 @@ def _interval(reps: np.ndarray, alpha: float) -> tuple[float, float]:
 
 
 def bootstrap_macro_auc(y_true: Any, y_score: Any, n_boot: int = 1000, seed: int = 0,
-                        alpha: float = 0.05, groups: Any = None) -> dict[str, float]:
+                        alpha: float = 0.05, groups: Any = None,
+                        labels: Sequence[str] | None = None) -> dict[str, float]:
     """Percentile-bootstrap confidence interval of the macro ROC-AUC over a fixed label set.
 
     Each replicate resamples images with replacement, or whole groups (e.g. patients) when
@@ -321,6 +324,7 @@ def bootstrap_macro_auc(y_true: Any, y_score: Any, n_boot: int = 1000, seed: int
         seed: seed of the resampling (same seed, same result, rejections included).
         alpha: the interval covers 1 - alpha.
         groups: optional (N,) group id per row; groups are resampled whole.
+        labels: optional names of the L labels, used in error messages.
 
     Returns:
         ``estimate`` (macro AUC of the data), ``low``/``high`` (the alpha/2 and 1 - alpha/2
@@ -336,7 +340,8 @@ def bootstrap_macro_auc(y_true: Any, y_score: Any, n_boot: int = 1000, seed: int
     _check_boot(n_boot, alpha)
     t, s = _check(y_true, y_score)
     plans = _plans(t, s)
-    reps, rejected = _fixed_set_replicates(t, [plans], n_boot, seed, groups)
+    names = None if labels is None else list(_index(labels, t.shape[1]))
+    reps, rejected = _fixed_set_replicates(t, [plans], n_boot, seed, groups, names)
     low, high = _interval(reps[0], alpha)
     finite = reps[0][~np.isnan(reps[0])]
     return {
@@ -349,7 +354,8 @@ def bootstrap_macro_auc(y_true: Any, y_score: Any, n_boot: int = 1000, seed: int
 
 
 def paired_bootstrap_diff(y_true: Any, score_a: Any, score_b: Any, n_boot: int = 1000, seed: int = 0,
-                          alpha: float = 0.05, groups: Any = None) -> dict[str, float]:
+                          alpha: float = 0.05, groups: Any = None,
+                          labels: Sequence[str] | None = None) -> dict[str, float]:
     """Paired bootstrap of the macro ROC-AUC difference over a fixed label set, b minus a.
 
     Both models are scored on the same resampled images (or groups) in every replicate, so the
@@ -373,6 +379,7 @@ def paired_bootstrap_diff(y_true: Any, score_a: Any, score_b: Any, n_boot: int =
         seed: seed of the resampling (same seed, same result, rejections included).
         alpha: the interval covers 1 - alpha.
         groups: optional (N,) group id per row; groups are resampled whole.
+        labels: optional names of the L labels, used in error messages.
 
     Returns:
         ``diff`` (on the data), ``low``/``high`` (percentile interval), ``p_value`` and
@@ -385,7 +392,8 @@ def paired_bootstrap_diff(y_true: Any, score_a: Any, score_b: Any, n_boot: int =
     t, a = _check(y_true, score_a)
     _, b = _check(y_true, score_b)
     plans_a, plans_b = _plans(t, a), _plans(t, b)
-    (rep_a, rep_b), rejected = _fixed_set_replicates(t, [plans_a, plans_b], n_boot, seed, groups)
+    names = None if labels is None else list(_index(labels, t.shape[1]))
+    (rep_a, rep_b), rejected = _fixed_set_replicates(t, [plans_a, plans_b], n_boot, seed, groups, names)
     reps = rep_b - rep_a
     ones = np.ones((1, len(t)))
     diff = float((_macro(_auc(plans_b, ones)) - _macro(_auc(plans_a, ones)))[0])

@@ -962,13 +962,15 @@ def ablation(cfg: StudyConfig) -> dict[str, Any]:
         for a, b in comparisons(cfg):
             paired[f"{b} - {a}, fold {k} (val)"] = paired_bootstrap_diff(
                 y, preds[a].loc[images].to_numpy(), preds[b].loc[images].to_numpy(), n_boot=cfg.bootstrap,
-                seed=seed, groups=groups)
+                seed=seed, groups=groups, labels=list(preds[base].columns))
     per_fold_df = pd.DataFrame(per_fold).T
     per_fold_df.loc["mean"] = per_fold_df.mean()
     per_fold_df.loc["std"] = per_fold_df.iloc[:-1].std(ddof=1)
 
-    images = fold_predictions(cfg, base, "test")[0].index
+    test0 = fold_predictions(cfg, base, "test")[0]
+    images, labels = test0.index, list(test0.columns)
     y, groups = true_labels(cfg, images), _patients(cfg, images)
+    boot = {"n_boot": cfg.bootstrap, "seed": seed, "groups": groups, "labels": labels}
     summary, ens, ens_notta = {}, {}, {}
     for v in names:
         for tta in (True, False):
@@ -981,7 +983,7 @@ def ablation(cfg: StudyConfig) -> dict[str, Any]:
             summary.setdefault("ensemble", {})[col] = macro_auc(y, mean)
             (ens if tta else ens_notta)[v] = mean
     test_summary = pd.DataFrame(summary).T
-    ci = {f"{v}{suffix}": bootstrap_macro_auc(y, e[v], n_boot=cfg.bootstrap, seed=seed, groups=groups)
+    ci = {f"{v}{suffix}": bootstrap_macro_auc(y, e[v], **boot)
           for v in names for suffix, e in (("", ens), (" (no TTA)", ens_notta))}
     test_summary.loc["ensemble 95% CI low"] = {c: ci[c]["low"] for c in test_summary.columns}
     test_summary.loc["ensemble 95% CI high"] = {c: ci[c]["high"] for c in test_summary.columns}
@@ -995,18 +997,16 @@ def ablation(cfg: StudyConfig) -> dict[str, Any]:
             test_summary[f"{v} / oracle"] = test_summary[v] / test_summary["oracle"]
         headline["test_oracle"] = float(oracle.loc["test", "oracle"])
     test_summary.loc["ensemble CI replicates rejected"] = rejected
-    labels = list(fold_predictions(cfg, base, "test")[0].columns)
     per_label = {v: per_label_auc(y, ens[v], labels) for v in names}
     delta = pd.DataFrame({f"{b} - {a}": per_label[b] - per_label[a] for a, b in comparisons(cfg)})
     ap = {v: average_precision(y, ens[v], labels) for v in names}
     delta_ap = pd.DataFrame({f"{b} - {a}": ap[b] - ap[a] for a, b in comparisons(cfg)})
     for a, b in comparisons(cfg):
-        d = paired_bootstrap_diff(y, ens[a], ens[b], n_boot=cfg.bootstrap, seed=seed, groups=groups)
+        d = paired_bootstrap_diff(y, ens[a], ens[b], **boot)
         paired[f"{b} - {a}, test ensemble"] = d
         headline[f"test_diff_{b}_vs_{a}"] = f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
     for a, b in comparisons(cfg):
-        paired[f"{b} - {a}, test ensemble (no TTA)"] = paired_bootstrap_diff(
-            y, ens_notta[a], ens_notta[b], n_boot=cfg.bootstrap, seed=seed, groups=groups)
+        paired[f"{b} - {a}, test ensemble (no TTA)"] = paired_bootstrap_diff(y, ens_notta[a], ens_notta[b], **boot)
     metrics = {}
     for v in names:
         m = evaluate(y, ens[v], labels, threshold=cfg.threshold)
@@ -1096,6 +1096,7 @@ def final_test_table(cfg: StudyConfig) -> pd.DataFrame:
         images = folds[0].index
         ens = sum(f.loc[images].to_numpy() for f in folds.values()) / len(folds)
         ci = bootstrap_macro_auc(true_labels(cfg, images), ens, n_boot=cfg.bootstrap, groups=_patients(cfg, images),
+                                 labels=list(folds[0].columns),
                                  seed=int(cfg.train.get("seed", 0)))  # the seed of ablation()'s intervals
         rows[f"{v} ({cfg.n_folds}-fold ensemble, flip TTA)"] = {
             "macro AUC": ci["estimate"], "95% CI low": ci["low"], "95% CI high": ci["high"], "images": len(images),

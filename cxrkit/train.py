@@ -338,6 +338,7 @@ def train(cfg: TrainConfig, *, fault_hook: Callable[[int, torch.Tensor], torch.T
     cfg.validate()
     t_start = time.time()
     out = resolve(cfg.out)
+    check_writable(out, "the run (checkpoints, predictions)", "choose another --out")  # before any data loads
     out.mkdir(parents=True, exist_ok=True)
     params = to_dict(cfg)
     last_path, best_path = out / "last.pt", out / "best.pt"

@@ -15,10 +15,11 @@ compares, every output is reduced to its structure:
 * any other text (``print`` output, a Series' ``text/plain``, a figure's repr) has its runs of
   spaces collapsed to one, so padding that depends on a value's width never counts.
 
-It also makes the fragility of a float-dependent comparison visible on one machine: the kernels
-run with one torch thread (``OMP_NUM_THREADS=1``) while ``make notebooks`` makes the reference
-outputs with two; the thread count changes the order of floating-point reductions and so the last
-bits of every trained number, as another CPU does.
+It also makes the fragility of a float-dependent comparison visible on one machine: the test
+session, and so the notebook kernels, run with one torch thread (``OMP_NUM_THREADS=1``) while
+``make notebooks`` makes the reference outputs with two; the thread count changes the order of
+floating-point reductions and so the last bits of every trained number, as another CPU does. The
+smoke study's runs are removed first, so the notebooks retrain them with one thread.
 
 Own code with a reason: nbval offers regex sanitizers and per-cell skips, not a structural
 comparison. This wraps ``nbval.plugin.IPyNbCell.compare_outputs`` (nbval is pinned to 0.11.x in
@@ -30,7 +31,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -116,12 +119,32 @@ def _patch_nbval() -> None:
     IPyNbCell.compare_outputs = compare_outputs
 
 
+#: The smoke study's outputs in the checkout, which the committed notebooks write (params/smoke.yaml).
+SMOKE_OUTPUTS = ("runs/smoke", "reports/smoke")
+
+
+def _runs_notebooks(config: pytest.Config) -> bool:
+    """Whether this session collects the committed notebooks (by default it does: testpaths)."""
+    root = Path(str(config.rootpath)).resolve()
+    for arg in config.args:
+        path = (Path(str(config.invocation_params.dir)) / arg.split("::")[0]).resolve()
+        if path.suffix == ".ipynb" or path == root or root / "notebooks" in (path, *path.parents):
+            return True
+    return False
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Patch nbval's comparison and give the notebook kernels (started from this process, which
-    they inherit the environment of) another thread count than the reference outputs."""
+    """Patch nbval's comparison; give the whole session, hence the notebook kernels it starts
+    (they inherit its environment), another thread count than the reference outputs; and, when
+    the notebooks are tested, remove the smoke study's runs and report from the checkout first, so
+    that the notebooks retrain them with that thread count instead of reusing runs trained by
+    ``make notebooks`` (or by older code). Only the controlling process removes them."""
     _patch_nbval()
     os.environ["OMP_NUM_THREADS"] = TEST_THREADS
     os.environ["MKL_NUM_THREADS"] = TEST_THREADS
+    if not hasattr(config, "workerinput") and _runs_notebooks(config):
+        for rel in SMOKE_OUTPUTS:
+            shutil.rmtree(Path(str(config.rootpath)) / rel, ignore_errors=True)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the group marks

@@ -447,3 +447,13 @@ def test_unwritable_cache_is_refused_before_decoding(data, tiny_cfg, tmp_path, m
     _tripwire(monkeypatch, pipeline, "load_image")
     with pytest.raises(NotWritableError, match="--no-cache"):
         UInt8Cache([str(p) for p in sorted((data / "images").iterdir())[:3]], 16, cache_dir)
+
+
+def test_read_only_run_folder_is_refused_before_the_data_loads(data, tiny_cfg, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "run"
+    out.mkdir()  # exists already (a previous run's folder), but is read-only
+    _read_only(monkeypatch, out)
+    _tripwire(monkeypatch, cxtrain, "create_dataset")
+    with pytest.raises(NotWritableError, match=rf"cannot write the run \(checkpoints, predictions\) to {out} "
+                                               r"\(it is read-only\); choose another --out"):
+        train(_cfg(tiny_cfg, data, tmp_path, out=str(out)))

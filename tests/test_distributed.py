@@ -5,8 +5,9 @@
 The model is timm's ``test_convnext`` (LayerNorm: no BatchNorm statistics that differ per rank)
 without dropout (whose masks would be drawn per rank), so the two runs are the same computation up
 to the order of floating-point reductions: after 2 epochs every predicted probability agrees
-within 1e-4 (measured on the 2-core development machine: 1e-6, the CSV's precision), against a
-mean difference of about 0.05 for another seed (the control: a DDP that did not average the
+within 1e-3 (measured on the 2-core development machine: 1e-6, the CSV's precision; the bound
+leaves room for Adam amplifying reduction-order differences on other CPUs), against a mean
+difference of about 0.05 for another seed (the control: a DDP that did not average the
 gradients, or sharded the batches differently, moves predictions as much as a new seed does).
 """
 
@@ -54,8 +55,8 @@ def test_two_process_gloo_matches_single_process(tiny_phantom, tmp_path):
         assert list(p1.index) == list(p2.index)  # every image predicted once, in the same order
         diff = np.abs(p1.to_numpy() - p2.to_numpy()).max()
         control = np.abs(p1.to_numpy() - p3.to_numpy()).mean()
-        assert diff < 1e-4, f"{split}: max |p_ddp - p_single| = {diff:.2g}"
-        assert control > 100 * 1e-4, f"{split}: another seed moves predictions by only {control:.2g} on average"
+        assert diff < 1e-3, f"{split}: max |p_ddp - p_single| = {diff:.2g}"
+        assert control > 10 * 1e-3, f"{split}: another seed moves predictions by only {control:.2g} on average"
     # only rank 0 wrote: one history, no temporary files left
     assert len(pd.read_csv(ddp / "history.csv")) == 2
     assert not [p for p in ddp.iterdir() if p.name.startswith(".")]

@@ -350,6 +350,11 @@ def test_bootstrap_too_rare_labels_is_an_error() -> None:
         bootstrap_macro_auc(y, s, n_boot=50, seed=0)
     with pytest.raises(ValueError, match="too rare"):
         paired_bootstrap_diff(y, s, s, n_boot=50, seed=0)
+    names = [f"Finding {c}" for c in "ABCDEF"]  # with label names, the error names them
+    with pytest.raises(ValueError, match=r"too rare.*'Finding [A-F]' \(1 positive, 99 negative"):
+        bootstrap_macro_auc(y, s, n_boot=50, seed=0, labels=names)
+    with pytest.raises(ValueError, match=r"too rare.*'Finding [A-F]' \(1 positive"):
+        paired_bootstrap_diff(y, s, s, n_boot=50, seed=0, labels=names)
     nothing = bootstrap_macro_auc(np.zeros((20, 2)), np.zeros((20, 2)), n_boot=20)  # no scorable label
     assert np.isnan([nothing["estimate"], nothing["low"], nothing["high"]]).all()
     assert nothing["replicates_rejected"] == 0

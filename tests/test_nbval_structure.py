@@ -119,8 +119,35 @@ def test_nbval_with_the_plugin_passes_a_sign_change_and_fails_a_renamed_column(t
 
 
 def test_notebook_kernels_run_with_another_thread_count_than_the_references():
+    """A process started from this session (as nbval's kernels are) has torch use TEST_THREADS
+    threads, and `make notebooks` makes the references with REFERENCE_THREADS."""
     import nbval_structure
 
-    assert os.environ["OMP_NUM_THREADS"] == nbval_structure.TEST_THREADS != nbval_structure.REFERENCE_THREADS
+    child = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                           capture_output=True, text=True, check=True)
+    assert int(child.stdout) == int(nbval_structure.TEST_THREADS) != int(nbval_structure.REFERENCE_THREADS)
     makefile = (ROOT / "Makefile").read_text()
     assert f"OMP_NUM_THREADS={nbval_structure.REFERENCE_THREADS}" in makefile.split("\nnotebooks:")[1].split("\n\n")[0]
+
+
+def test_the_notebook_session_starts_without_the_smoke_runs(tmp_path):
+    """nbval sessions remove runs/smoke and reports/smoke first (the notebooks then retrain with
+    the test thread count); sessions that do not run the notebooks leave them alone."""
+    import nbval_structure
+
+    class Config:  # what _runs_notebooks reads of a pytest.Config
+        rootpath = ROOT
+        invocation_params = type("P", (), {"dir": ROOT})()
+
+        def __init__(self, args):
+            self.args = args
+
+    assert nbval_structure._runs_notebooks(Config(["tests", "notebooks"]))
+    assert nbval_structure._runs_notebooks(Config(["notebooks/03_train.ipynb::Cell 2"]))
+    assert nbval_structure._runs_notebooks(Config([str(ROOT)]))
+    assert not nbval_structure._runs_notebooks(Config(["tests/test_metrics.py"]))
+    assert nbval_structure.SMOKE_OUTPUTS == ("runs/smoke", "reports/smoke")  # where params/smoke.yaml writes
+    import yaml
+
+    smoke = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
+    assert smoke["name"] == "smoke" and smoke.get("runs", "runs") == "runs" and smoke.get("reports", "reports") == "reports"

@@ -43,6 +43,7 @@ import dataclasses
 import io
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -427,6 +428,8 @@ def test_sigkilled_run_resumes_to_the_same_result(tiny_phantom, tmp_path):
                     *_train_cmd(tiny_phantom, cut)[3:]], tmp_path / "cut.log", pass_fds=(write_end,))
     os.close(write_end)  # the child holds the only write end: reading gets its byte, or EOF if it ends
     try:
+        ready, _, _ = select.select([read_end], [], [], 1800)  # a hang guard only: the byte or EOF comes first
+        assert ready, f"no sign of epoch 2 and no exit after 30 min: {(tmp_path / 'cut.log').read_text()[-3000:]}"
         reached = os.read(read_end, 1)
         assert reached == b"2", f"run ended before epoch 2: {(tmp_path / 'cut.log').read_text()[-3000:]}"
         os.kill(p_cut.pid, signal.SIGKILL)  # in the middle of epoch 2's training loop

@@ -216,7 +216,7 @@ def test_parallel_jobs_run_training_notebooks_at_the_same_time(tmp_path, fake_no
     sequential runner would leave it waiting). Order of events, not wall-clock time."""
     import threading
 
-    fake_notebooks.train_barrier = threading.Barrier(2)
+    fake_notebooks.train_barrier = threading.Barrier(2, timeout=600)  # a hang guard only: passing never waits long
     params = _fake_study(tmp_path, variants=["none", "sparse"])  # 2 folds x 2 variants: 4 training steps
     result = run_study(params, progress=False, jobs=2)
     train = [s for s in result["steps"] if s.startswith("03_train")]
