@@ -3,7 +3,7 @@ label couplings."""
 
 import warnings
 
-from cxrkit.labels import LABELS
+from cxrkit.data.labels import LABELS
 
 # timm imports huggingface_hub, which imports tqdm.auto; in a kernel without ipywidgets that
 # prints "IProgress not found" into every notebook. cxrkit's own bars use plain tqdm.

@@ -16,9 +16,11 @@ from typing import Any
 
 import yaml
 
-from cxrkit.config import ConfigError, TrainConfig, from_dict, load_yaml
-from cxrkit.paths import resolve
-from cxrkit.provenance import check_writable, environment, write_json
+from cxrkit.training.config import TrainConfig
+from cxrkit.utils.files import check_writable, write_json
+from cxrkit.utils.params import ConfigError, from_dict, load_yaml
+from cxrkit.utils.paths import resolve
+from cxrkit.utils.provenance import environment
 
 
 def _add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -50,6 +52,7 @@ def _config_from_args(cls: type, args: argparse.Namespace) -> Any:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    """``cxrkit synth``: write a phantom dataset."""
     from cxrkit.phantom.generate import generate
     from cxrkit.phantom.model import PhantomConfig
 
@@ -62,10 +65,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_oracle(args: argparse.Namespace) -> int:
+    """``cxrkit oracle``: exact oracle AUCs of a phantom, on all images or per split."""
     import pandas as pd
 
+    from cxrkit.phantom.files import phantom_tables, split_groups
     from cxrkit.phantom.oracle import oracle_auc
-    from cxrkit.study import phantom_tables, split_groups
 
     root = resolve(args.data)
     if args.out:
@@ -96,8 +100,9 @@ def cmd_oracle(args: argparse.Namespace) -> int:
 
 
 def cmd_folds(args: argparse.Namespace) -> int:
-    from cxrkit.datasets import create_dataset, fingerprint
-    from cxrkit.splits import balance_table, check_leakage, make_splits, save_splits
+    """``cxrkit folds``: the test split and folds of a dataset -> ``folds.csv``."""
+    from cxrkit.data.datasets import create_dataset, fingerprint
+    from cxrkit.data.splits import balance_table, check_leakage, make_splits, save_splits
 
     out = resolve(args.out or Path(args.data) / "folds.csv")
     out = out if out.suffix == ".csv" else out / "folds.csv"
@@ -119,7 +124,8 @@ def cmd_folds(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cxrkit.train import train
+    """``cxrkit train``: one fold of one variant."""
+    from cxrkit.training.loop import train
 
     cfg = _config_from_args(TrainConfig, args)
     summary = train(cfg)
@@ -128,7 +134,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cxrkit.predict import ensemble, write_predictions
+    """``cxrkit predict``: the fold ensemble of several runs' predictions."""
+    from cxrkit.evaluation.ensemble import ensemble
+    from cxrkit.evaluation.predictions import write_predictions
 
     name = f"pred_{args.split}{'' if args.tta else '_notta'}.csv"
     files = [resolve(r) / name for r in args.runs]
@@ -142,7 +150,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cxrkit.evaluate import evaluate_files
+    """``cxrkit evaluate``: metrics of one prediction file, or the paired difference of two."""
+    from cxrkit.evaluation.evaluate import evaluate_files
 
     if args.out:
         check_writable(resolve(args.out).parent, "the metrics table", "choose a writable --out")
@@ -172,6 +181,7 @@ def _jobs(text: str) -> int | str:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    """``cxrkit study``: run a study's notebooks and write its report."""
     from cxrkit.study import run_study
 
     result = run_study(args.file, force=args.force, only=args.only, jobs=args.jobs)
@@ -180,7 +190,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_screenshot(args: argparse.Namespace) -> int:
-    from cxrkit.screenshot import screenshot
+    """``cxrkit screenshot``: a headless screenshot of a report page."""
+    from cxrkit.tools.screenshot import screenshot
 
     stats = screenshot(resolve(args.html), resolve(args.out))
     print(f"wrote {resolve(args.out)}: {stats}")
@@ -188,7 +199,8 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from cxrkit.bench import run_bench
+    """``cxrkit bench``: throughput benchmarks; status 1 when a speed goal is missed."""
+    from cxrkit.tools.bench import run_bench
 
     result = run_bench(data=resolve(args.data), out=resolve(args.out), quick=args.quick)
     missed = [g["goal"] for g in result.attrs["goals"] if not g["met"]]
@@ -202,7 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``cxrkit`` command."""
     p = argparse.ArgumentParser(prog="cxrkit", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_synth, _add_oracle, _add_folds, _add_train, _add_predict, _add_evaluate, _add_study,
+                _add_screenshot, _add_bench):
+        add(sub)
+    return p
 
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("synth", help="write the embedded phantom dataset (train.csv, images/, truth.csv)")
     s.add_argument("--out", default="data/phantom")
     s.add_argument("--patients", type=int, default=1700)
@@ -215,12 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_synth)
 
+
+def _add_oracle(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("oracle", help="exact oracle AUC (joint and marginal) of a phantom dataset")
     s.add_argument("data", nargs="?", default="data/phantom")
     s.add_argument("--split", help="folds.csv: report the test split and every validation fold")
     s.add_argument("--out", help="also write the table as CSV")
     s.set_defaults(func=cmd_oracle)
 
+
+def _add_folds(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("folds", help="patient-grouped MIS test split and K folds -> folds.csv")
     _add_data_options(s)
     s.add_argument("--n-folds", type=int, default=3)
@@ -230,11 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="default: DATA/folds.csv (a read-only DATA needs another: FOLDER/folds.csv)")
     s.set_defaults(func=cmd_folds)
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("train", help="train one fold of one refiner variant")
     s.add_argument("--config", help="YAML parameter file (options given here override it)")
     _add_config_options(s, TrainConfig)
     s.set_defaults(func=cmd_train)
 
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("predict", help="fold ensemble: average the saved predictions of several runs")
     s.add_argument("runs", nargs="+", help="run folders (one per fold)")
     s.add_argument("--split", choices=("val", "test"), default="test")
@@ -242,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_predict)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("evaluate", help="metrics of one prediction file, or the paired difference of two")
     s.add_argument("predictions", nargs="+", help="one file, or two (baseline first) for a paired comparison")
     _add_data_options(s)
@@ -251,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="write the table as CSV")
     s.set_defaults(func=cmd_evaluate)
 
+
+def _add_study(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("study", help="run every notebook of the study with papermill and write the HTML report")
     s.add_argument("-f", "--file", default="params/default.yaml", help="study parameter file")
     s.add_argument("--force", action="store_true", help="re-run steps whose inputs did not change")
@@ -260,17 +290,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "'auto': one per GPU, else 2 on a CPU with >= 2 cores")
     s.set_defaults(func=cmd_study)
 
+
+def _add_screenshot(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("screenshot", help="headless Chromium screenshot of a report page (checks it is not blank)")
     s.add_argument("html", nargs="?", default="reports/default/index.html")
     s.add_argument("--out", default="runs/bench/report.png")
     s.set_defaults(func=cmd_screenshot)
 
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("bench", help="throughput of the input pipeline, training and the refiner")
     s.add_argument("--data", default="data/bench")
     s.add_argument("--out", default="runs/bench")
     s.add_argument("--quick", action="store_true", help="fewer repetitions (for tests)")
     s.set_defaults(func=cmd_bench)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cxrkit.registry import Registry
+from cxrkit.utils.registry import Registry
 
 __all__ = [
     "LOSSES",

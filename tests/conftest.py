@@ -13,9 +13,9 @@ os.environ.setdefault("CXRKIT_QUIET", "1")
 @pytest.fixture(scope="session")
 def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 90-patient, 48 px phantom with patient-grouped 3-fold splits and a test split."""
-    from cxrkit.datasets import create_dataset, fingerprint
+    from cxrkit.data.datasets import create_dataset, fingerprint
+    from cxrkit.data.splits import make_splits, save_splits
     from cxrkit.phantom.generate import generate
-    from cxrkit.splits import make_splits, save_splits
 
     root = tmp_path_factory.mktemp("phantom")
     generate(root, n_patients=90, size=48, seed=7, workers=1, progress=False, overwrite=True)
@@ -29,7 +29,7 @@ def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_cfg(tiny_phantom: Path, tmp_path: Path):
     """A TrainConfig that trains in seconds on CPU."""
-    from cxrkit.config import TrainConfig
+    from cxrkit.training.config import TrainConfig
 
     return TrainConfig(data=str(tiny_phantom), splits=str(tiny_phantom / "folds.csv"), backbone="test_resnet",
                        image_size=32, batch_size=16, eval_batch_size=32, epochs=2, lr=1e-3, refiner="sparse",
@@ -43,7 +43,7 @@ def fake_notebooks(monkeypatch):
     import papermill
     from study_helpers import FakeNotebooks
 
-    from cxrkit import study
+    from cxrkit.study import runner as study
 
     fake = FakeNotebooks()
     monkeypatch.setattr(papermill, "execute_notebook", fake.execute)

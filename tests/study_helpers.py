@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from cxrkit.paths import project_root
+from cxrkit.utils.paths import project_root
 
 ROOT = project_root()
 
@@ -26,7 +26,7 @@ def smoke_copy(tmp_path: Path, file: str = "smoke.yaml", **changes) -> Path:
 def tiny_gxs(root: Path, n: int = 6, flip: int | None = None) -> Path:
     """A gxs train.csv of ``n`` images (their files need not exist: the study's data fingerprint
     reads the table only); ``flip`` changes one label."""
-    from cxrkit.labels import LABELS
+    from cxrkit.data.labels import LABELS
 
     rows = [{"Image_name": f"img{i}.png", "Patient_ID": f"p{i // 2}", **{lab: (i + j) % 2 for j, lab in enumerate(LABELS)}}
             for i in range(n)]

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrkit.analysis import gain_trend, strongest_couplings
+from cxrkit.study.analysis import gain_trend, strongest_couplings
 
 
 def _matrix(entries: dict[tuple[str, str], float], labels=("A", "B", "C", "D")) -> pd.DataFrame:

@@ -27,11 +27,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import cxrkit.datasets as datasets
-import cxrkit.train as cxtrain
+import cxrkit.data.datasets as datasets
+import cxrkit.data.datasets.base as datasets_base
+import cxrkit.training.fold as cxtrain
 from cxrkit.cli import main
-from cxrkit.config import ConfigError
-from cxrkit.datasets import (
+from cxrkit.data.datasets import (
     DataError,
     check_images,
     create_dataset,
@@ -39,12 +39,14 @@ from cxrkit.datasets import (
     load_image,
     scan_images,
 )
-from cxrkit.pipeline import UInt8Cache
-from cxrkit.predict import read_coupling, read_predictions, write_predictions
-from cxrkit.provenance import NotWritableError, check_writable
-from cxrkit.splits import load_splits, make_splits, save_splits
-from cxrkit.study import phantom_tables
-from cxrkit.train import load_fold, train
+from cxrkit.data.pipeline import UInt8Cache
+from cxrkit.data.splits import load_splits, make_splits, save_splits
+from cxrkit.evaluation.predictions import read_coupling, read_predictions, write_predictions
+from cxrkit.phantom.files import phantom_tables
+from cxrkit.training.fold import load_fold
+from cxrkit.training.loop import train
+from cxrkit.utils.files import NotWritableError, check_writable
+from cxrkit.utils.params import ConfigError
 
 SUBSET = ["Lung Opacity", "Pleural Effusion"]
 ORIENTATION = 0x0112  # EXIF tag
@@ -307,7 +309,7 @@ def test_label_subset_trains_on_folds_made_by_cxrkit_folds(data, tiny_cfg, tmp_p
     pred, meta = read_predictions(Path(cfg.out) / "pred_val.csv")
     assert list(pred.columns) == ["image", *SUBSET] and meta["labels"] == SUBSET
     # and `cxrkit evaluate` scores the run on the labels it predicts
-    from cxrkit.evaluate import evaluate_files
+    from cxrkit.evaluation.evaluate import evaluate_files
 
     result = evaluate_files([Path(cfg.out) / "pred_val.csv"], data=data, n_boot=20)
     assert [i for i in result["table"].index if i.startswith("AUC ")] == [f"AUC {lab}" for lab in SUBSET]
@@ -355,7 +357,7 @@ def _flip_other_label(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 def test_folds_that_do_not_fit_are_refused_naming_the_mismatch(edit, exc, expected, data, tiny_cfg, tmp_path,
                                                                 monkeypatch) -> None:
     name = _edit(data, edit)
-    _tripwire(monkeypatch, datasets, "_scan_image_files")  # refused before any image is decoded
+    _tripwire(monkeypatch, datasets_base, "_scan_image_files")  # refused before any image is decoded
     with pytest.raises(exc) as info:
         load_fold(_cfg(tiny_cfg, data, tmp_path, labels=SUBSET), tmp_path / "report")
     assert expected.format(name=name) in str(info.value)
@@ -442,7 +444,7 @@ def test_unwritable_cache_is_refused_before_decoding(data, tiny_cfg, tmp_path, m
     _tripwire(monkeypatch, cxtrain, "create_dataset")
     with pytest.raises(NotWritableError, match=r"cannot write the uint8 image cache \(cache: true\) to .*--no-cache"):
         load_fold(_cfg(tiny_cfg, data, tmp_path, cache=True), tmp_path / "run")
-    import cxrkit.pipeline as pipeline
+    import cxrkit.data.pipeline as pipeline
 
     _tripwire(monkeypatch, pipeline, "load_image")
     with pytest.raises(NotWritableError, match="--no-cache"):

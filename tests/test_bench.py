@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from cxrkit.bench import run_bench
+from cxrkit.tools.bench import run_bench
 
 
 @pytest.mark.slow

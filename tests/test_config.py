@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from cxrkit.cli import _config_from_args, build_parser
-from cxrkit.config import ConfigError, TrainConfig, from_dict, load_yaml
+from cxrkit.training.config import TrainConfig
+from cxrkit.utils.params import ConfigError, from_dict, load_yaml
 
 
 def test_unknown_key_is_named_with_suggestion():
@@ -84,8 +85,8 @@ def test_parameter_files_carry_the_authors_semantics():
     """paper.yaml: the reduction, focusing gradient, EMA, weight decay and seeds of Srivastava et al.'s
     code; rawlekar.yaml: the official GCN form by default; lambda_sweep.yaml: every lambda under
     both reductions."""
-    from cxrkit.paths import project_root
     from cxrkit.study import load_study
+    from cxrkit.utils.paths import project_root
 
     params = project_root() / "params"
     paper = load_study(params / "paper.yaml").validate()

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from cxrkit.analysis import conditional_matrix
-from cxrkit.config import ConfigError
+from cxrkit.data.cooccurrence import conditional_matrix
 from cxrkit.losses import AsymmetricLoss, ReweightedAsymmetricLoss, create_loss
 from cxrkit.models import create_refiner, effective_coupling
+from cxrkit.utils.params import ConfigError
 
 #  4 images x 3 labels; NaN = unknown
 Y = np.array([[1, 1, 0], [1, 0, np.nan], [1, 1, 1], [0, 1, 0]], dtype=float)
@@ -133,7 +133,7 @@ def test_rasl_is_weighted_asl_with_the_papers_defaults_and_masking():
 
 
 def test_train_config_passes_refiner_and_loss_options(tiny_cfg):
-    from cxrkit.train import loss_kwargs, refiner_kwargs
+    from cxrkit.training.config import loss_kwargs, refiner_kwargs
 
     gcn = dataclasses.replace(tiny_cfg, refiner="cooc_gcn", gcn_layers=2, gcn_normalize="sym", loss="rasl")
     assert refiner_kwargs(gcn) == {"layers": 2, "hidden": 16, "normalize": "sym", "form": "row", "p": 0.2}
@@ -147,9 +147,9 @@ def test_train_config_passes_refiner_and_loss_options(tiny_cfg):
 def test_trained_gcn_prior_uses_the_training_fold_only(tiny_cfg):
     import pandas as pd
 
-    from cxrkit.datasets import create_dataset, label_matrix
-    from cxrkit.splits import fold_indices, load_splits
-    from cxrkit.train import train
+    from cxrkit.data.datasets import create_dataset, label_matrix
+    from cxrkit.data.splits import fold_indices, load_splits
+    from cxrkit.training.loop import train
 
     cfg = dataclasses.replace(tiny_cfg, refiner="cooc_gcn", epochs=1)
     train(cfg)
@@ -168,8 +168,8 @@ def test_trained_gcn_prior_uses_the_training_fold_only(tiny_cfg):
 def test_study_variants_with_their_own_parameters(tmp_path):
     import yaml
 
-    from cxrkit.paths import project_root
     from cxrkit.study import load_study
+    from cxrkit.utils.paths import project_root
 
     values = yaml.safe_load((project_root() / "params" / "smoke.yaml").read_text())
     values["variants"] = ["none", {"name": "sparse_l0", "refiner": "sparse", "l1_lambda": 0.0},

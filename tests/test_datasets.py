@@ -1,4 +1,4 @@
-"""Tests for cxrkit.datasets: the four loaders, validation, image checks and helpers."""
+"""Tests for cxrkit.data.datasets: the four loaders, validation, image checks and helpers."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFile
 
-from cxrkit.datasets import (
+from cxrkit.data.datasets import (
     DATASETS,
     MIMICCXRJPG,
     CheXpert,
@@ -27,7 +27,7 @@ from cxrkit.datasets import (
     label_matrix,
     load_image,
 )
-from cxrkit.labels import LABELS, NIH_LABELS
+from cxrkit.data.labels import LABELS, NIH_LABELS
 
 RNG = np.random.default_rng(0)
 
@@ -331,8 +331,8 @@ def test_bad_options_and_exclude_needs_report_dir(gxs_root: Path) -> None:
 
 
 def test_check_dataset_options_names_the_key() -> None:
-    from cxrkit.config import ConfigError
-    from cxrkit.datasets import check_dataset_options, dataset_option_names
+    from cxrkit.data.datasets import check_dataset_options, dataset_option_names
+    from cxrkit.utils.params import ConfigError
 
     check_dataset_options("gxs", {"uncertain": "ones", "blank": "nan", "csv": "train.csv", "images": "img"})
     check_dataset_options("chexpert", {"frontal_only": True, "workers": 2})
@@ -353,8 +353,9 @@ def test_training_refuses_on_bad_image_given_twice(tmp_path: Path, monkeypatch) 
     """on_bad_image in dataset_options as well as the run's own parameter: a ConfigError naming
     the key when the parameters are read, before any data is (it used to be a TypeError from the
     loader call)."""
-    import cxrkit.train as T
-    from cxrkit.config import ConfigError, TrainConfig, from_dict
+    import cxrkit.training.loop as T
+    from cxrkit.training.config import TrainConfig
+    from cxrkit.utils.params import ConfigError, from_dict
 
     values = {"data": str(tmp_path / "not-read"), "on_bad_image": "exclude",
               "dataset_options": {"on_bad_image": "exclude"}, "out": str(tmp_path / "run")}

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrkit.paths import project_root
+from cxrkit.utils.paths import project_root
 
 
 def _train_cmd(tiny_phantom: Path, out: Path, seed: int = 0) -> list[str]:
@@ -63,7 +63,7 @@ def test_two_process_gloo_matches_single_process(tiny_phantom, tmp_path):
 
 
 def test_ranks_split_every_batch_of_the_single_process_run():
-    from cxrkit.pipeline import EpochSampler
+    from cxrkit.data.pipeline import EpochSampler
 
     single = EpochSampler(50, seed=3, shuffle=True)
     ranks = [EpochSampler(50, seed=3, shuffle=True, rank=r, world=2) for r in (0, 1)]

@@ -1,4 +1,4 @@
-"""Tests of cxrkit.metrics against hand-computed values and scikit-learn."""
+"""Tests of cxrkit.evaluation.metrics and .bootstrap against hand-computed values and scikit-learn."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ import pytest
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from cxrkit.metrics import (
+from cxrkit.evaluation.bootstrap import bootstrap_macro_auc, paired_bootstrap_diff
+from cxrkit.evaluation.metrics import (
     _auc,
     _plans,
     average_precision,
-    bootstrap_macro_auc,
     evaluate,
     macro_auc,
     mean_average_precision,
-    paired_bootstrap_diff,
     per_label_auc,
     threshold_metrics,
 )
@@ -382,7 +381,7 @@ def test_paired_diff_detects_better_model() -> None:
 def test_bootstrap_does_not_depend_on_memory_blocks(monkeypatch) -> None:
     """Replicates are drawn in memory-bounded blocks; the block size must not change the result
     (its speed is measured by ``make bench``, never asserted here)."""
-    import cxrkit.metrics as M
+    import cxrkit.evaluation.bootstrap as M
 
     y, s = synthetic(300, n_labels=6, seed=9)
     groups = np.arange(300) // 3

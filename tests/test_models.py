@@ -301,11 +301,11 @@ def test_paper_configuration_model_takes_a_training_step(tmp_path: Path) -> None
     """params/paper.yaml's backbone (SE-ResNeXt101 32x4d, dropout 0.4), sparse refiner and ASL,
     with ImageNet-layout (1000-class) weights from a local file: one optimiser step on a CPU at a
     small image size moves the backbone and the coupling matrix and keeps the diagonal at zero."""
-    from cxrkit.labels import VOCABULARY
+    from cxrkit.data.labels import VOCABULARY
     from cxrkit.losses import create_loss
-    from cxrkit.paths import project_root
     from cxrkit.study import load_study
-    from cxrkit.train import loss_kwargs, refiner_kwargs
+    from cxrkit.training.config import loss_kwargs, refiner_kwargs
+    from cxrkit.utils.paths import project_root
 
     cfg = load_study(project_root() / "params" / "paper.yaml").validate().train_config(0, "sparse")
     assert cfg.backbone == "seresnext101_32x4d"
@@ -361,7 +361,7 @@ def _official_steps(counts: torch.Tensor, p: float = 0.2) -> torch.Tensor:
 
 
 def test_official_gcn_graph_by_hand() -> None:
-    from cxrkit.gcn_graph import reweighted_adjacency
+    from cxrkit.models.refiners.gcn_graph import reweighted_adjacency
 
     r = create_refiner("cooc_gcn", 3, form="official")
     r.fit_prior(Y_GCN)
@@ -420,7 +420,7 @@ def test_row_gcn_form_is_unchanged_and_starts_as_identity() -> None:
     torch.testing.assert_close(r.weights[0].detach(), w1)
     assert (r.weights[1] == 0).all()
     r.fit_prior(Y_GCN)
-    from cxrkit.analysis import conditional_matrix
+    from cxrkit.data.cooccurrence import conditional_matrix
 
     a = conditional_matrix(Y_GCN)
     np.testing.assert_allclose(r.adjacency.numpy(), a / a.sum(axis=1, keepdims=True), rtol=1e-6)
@@ -434,8 +434,8 @@ def test_row_gcn_form_is_unchanged_and_starts_as_identity() -> None:
 
 
 def test_gcn_form_options_are_checked_and_come_from_the_parameters() -> None:
-    from cxrkit.config import ConfigError, TrainConfig, from_dict
-    from cxrkit.train import refiner_kwargs
+    from cxrkit.training.config import TrainConfig, refiner_kwargs
+    from cxrkit.utils.params import ConfigError, from_dict
 
     with pytest.raises(ValueError, match="form must be"):
         create_refiner("cooc_gcn", 3, form="kipf")

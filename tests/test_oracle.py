@@ -7,14 +7,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cxrkit.labels import LABELS
+from cxrkit.data.labels import LABELS
 from cxrkit.phantom import model
-from cxrkit.phantom.model import DRAWABLE, PATHOLOGIES, PhantomConfig, sample_studies, split_table
+from cxrkit.phantom.model import DRAWABLE, PATHOLOGIES, PhantomConfig
 from cxrkit.phantom.oracle import (
-    _canonicalise,
-    _pattern_table,
-    _posterior_patterns,
-    _states,
     coupling_matrix,
     expected_positive_count,
     marginal_posterior,
@@ -24,6 +20,8 @@ from cxrkit.phantom.oracle import (
     posterior,
     prevalences,
 )
+from cxrkit.phantom.posterior import _canonicalise, _pattern_table, _posterior_patterns, _states
+from cxrkit.phantom.sampling import sample_studies, split_table
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from cxrkit import __version__
-from cxrkit.labels import LABELS
+from cxrkit.data.labels import LABELS
 from cxrkit.phantom.generate import MARKER, generate
 from cxrkit.phantom.model import DRAWABLE, HABITUS_KEYS, META_COLUMNS, PhantomConfig
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from cxrkit.evaluation.metrics import per_label_auc
 from cxrkit.losses import create_loss
-from cxrkit.metrics import per_label_auc
 from cxrkit.models import create_model
 from cxrkit.phantom.render import FINDINGS, render
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrkit.labels import LABELS
+from cxrkit.data.labels import LABELS
 from cxrkit.phantom.model import (
     CAUSE_PRIOR,
     CAUSES,
@@ -20,9 +20,8 @@ from cxrkit.phantom.model import (
     SEVERITY_RANGE,
     STUDIES_PER_PATIENT,
     PhantomConfig,
-    sample_studies,
-    split_table,
 )
+from cxrkit.phantom.sampling import sample_studies, split_table
 
 
 @pytest.fixture(scope="module")

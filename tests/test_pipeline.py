@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from cxrkit.datasets import create_dataset
-from cxrkit.pipeline import (
+from cxrkit.data.datasets import create_dataset
+from cxrkit.data.pipeline import (
     Augment,
     CXRImages,
     EpochSampler,
@@ -13,7 +13,7 @@ from cxrkit.pipeline import (
     make_loader,
     to_model_input,
 )
-from cxrkit.provenance import atomic_write
+from cxrkit.utils.files import atomic_write
 
 
 @pytest.fixture(scope="module")

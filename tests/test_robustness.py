@@ -1,9 +1,9 @@
 """Robustness: bad input tried on purpose, and faults the training and the study must survive.
 
-Every bad input goes through the real entry point, :func:`cxrkit.train.train` (several also
+Every bad input goes through the real entry point, :func:`cxrkit.training.loop.train` (several also
 through ``cxrkit train`` via :func:`cxrkit.cli.main`, exit status 2 and the message on stderr),
 on a damaged *copy* of the ``tiny_phantom`` fixture. Each must fail with an error naming the file,
-CSV line or key *before* training starts (``cxrkit.train.create_model`` is replaced by a tripwire
+CSV line or key *before* training starts (``cxrkit.training.setup.create_model`` is replaced by a tripwire
 that fails the test if reached), and leave no result behind: the run folder is absent or empty
 (no ``params.json``, ``provenance.json``, ``last.pt``, ``best.pt``, ``metrics.json``, ``pred_*.csv``).
 
@@ -56,12 +56,12 @@ import pytest
 import torch
 import yaml
 
-import cxrkit.train as cxtrain
+import cxrkit.training.setup as cxtrain
 from cxrkit.cli import main
-from cxrkit.config import ConfigError
-from cxrkit.datasets import DataError
-from cxrkit.paths import project_root
-from cxrkit.train import train
+from cxrkit.data.datasets import DataError
+from cxrkit.training.loop import train
+from cxrkit.utils.params import ConfigError
+from cxrkit.utils.paths import project_root
 
 ROOT = project_root()
 RESULT_FILES = ("params.json", "provenance.json", "history.csv", "last.pt", "best.pt", "metrics.json")
@@ -388,7 +388,7 @@ def _train_cmd(root: Path, out: Path) -> list[str]:
 #: so a test can kill it there at a known place (an event, not a guessed time or a deadline).
 _HANG_IN_EPOCH2 = """
 import os, pathlib, sys, time
-import cxrkit.train as T
+import cxrkit.training.setup as T
 from cxrkit.cli import main
 out, fd, real, calls = pathlib.Path(sys.argv[1]), int(sys.argv[2]), T.create_loss, []
 def create_loss(*args, **kwargs):
@@ -478,7 +478,7 @@ def test_checkpoint_save_dying_half_way_keeps_the_previous_one(tiny_cfg, monkeyp
             raise OSError(28, "No space left on device (injected)")
         return real_save(obj, f, *args, **kwargs)
 
-    # cxrkit.train._save -> provenance.atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    # cxrkit.training.checkpoint.save -> utils.files.atomic_write(path, lambda tmp: torch.save(obj, tmp))
     monkeypatch.setattr(cxtrain.torch, "save", dying_save)
     with pytest.raises(OSError, match="injected"):
         train(tiny_cfg)

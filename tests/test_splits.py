@@ -1,4 +1,4 @@
-"""Tests of cxrkit.splits on small synthetic tables with several images per patient."""
+"""Tests of cxrkit.data.splits on small synthetic tables with several images per patient."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrkit.splits import (
+from cxrkit.data.splits import (
     LeakageError,
     balance_gaps,
     balance_table,
@@ -73,7 +73,8 @@ def make_heavy_table(n_patients: int = 600, seed: int = 0) -> pd.DataFrame:
 
 def make_phantom_table(n_patients: int = 400, seed: int = 0) -> pd.DataFrame:
     """The label table of a small phantom (1-4 images per patient, 14 coupled labels), no images."""
-    from cxrkit.phantom.model import LABELS, sample_studies, split_table
+    from cxrkit.phantom.model import LABELS
+    from cxrkit.phantom.sampling import sample_studies, split_table
 
     public, _ = split_table(sample_studies(n_patients, seed))
     table = public.rename(columns={"Image_name": "image", "Patient_ID": "patient_id"})

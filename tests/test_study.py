@@ -15,9 +15,9 @@ from study_helpers import fake_study as _fake_study
 from study_helpers import smoke_copy as _smoke_copy
 from study_helpers import tiny_gxs as _tiny_gxs
 
-from cxrkit.config import ConfigError
-from cxrkit.paths import project_root
 from cxrkit.study import StudyError, load_study, run_study
+from cxrkit.utils.params import ConfigError
+from cxrkit.utils.paths import project_root
 
 ROOT = project_root()
 
@@ -312,7 +312,8 @@ def test_changed_data_reruns_every_step(tmp_path, fake_notebooks):
 
 
 def test_step_key_depends_on_the_data_fingerprint(tmp_path):
-    from cxrkit.study import _step_key, data_fingerprint, plan
+    from cxrkit.study import data_fingerprint, plan
+    from cxrkit.study.runner import _step_key
 
     cfg = load_study(_fake_study(tmp_path)).validate()
     step = plan(cfg, "p.yaml")[0]
@@ -345,7 +346,7 @@ def test_top_level_index_carries_every_study(tmp_path, fake_notebooks):
 
 
 def test_split_leakage_raises_for_patient_groups_and_counts_for_image_groups(tmp_path):
-    from cxrkit.splits import LeakageError
+    from cxrkit.data.splits import LeakageError
     from cxrkit.study import split_leakage
 
     splits = pd.DataFrame({"image": ["a", "b", "c", "d", "e"], "patient_id": ["p1", "p1", "p2", "p3", "p3"],

@@ -3,9 +3,9 @@
 The notebook regression tests compare only the structure of the notebooks' tables, because
 trained numbers differ in their last bits from one CPU to another. The numbers are checked here
 instead: a small study is built in a temporary folder WITHOUT training (a gxs ``train.csv``, the
-folds written with :func:`cxrkit.splits.save_splits`, and for every variant and fold the files a
+folds written with :func:`cxrkit.data.splits.save_splits`, and for every variant and fold the files a
 training run leaves: ``pred_{val,test}[_notta].csv`` written with
-:func:`cxrkit.predict.write_predictions` and the metadata keys :mod:`cxrkit.train` writes,
+:func:`cxrkit.evaluation.predictions.write_predictions` and the metadata keys :mod:`cxrkit.training` writes,
 ``metrics.json``, ``coupling.csv`` and ``effective_coupling.csv``), and every expected value is
 worked out by hand in the comments, never by calling the library again.
 
@@ -35,9 +35,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from cxrkit import analysis as A
 from cxrkit import study as S
-from cxrkit.labels import LABELS
+from cxrkit.data.labels import LABELS
+from cxrkit.study import analysis as A
 
 LA, LB, LC, LD = LABELS[:4]  # Atelectasis, Cardiomegaly, Consolidation, Edema: the four "active" labels
 ACTIVE = [LA, LB, LC, LD]
@@ -185,10 +185,10 @@ def _write_study(tmp: Path, **changes) -> Path:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory):
-    from cxrkit.datasets import create_dataset, fingerprint
-    from cxrkit.predict import write_predictions
-    from cxrkit.provenance import write_json
-    from cxrkit.splits import save_splits
+    from cxrkit.data.datasets import create_dataset, fingerprint
+    from cxrkit.data.splits import save_splits
+    from cxrkit.evaluation.predictions import write_predictions
+    from cxrkit.utils.files import write_json
 
     tmp = tmp_path_factory.mktemp("hand_study")
     _write_table(tmp / "data")
@@ -201,7 +201,7 @@ def study(tmp_path_factory: pytest.TempPathFactory):
                            "fold": [fold_of.get(im, -1) for im in table["image"]]})
     save_splits(splits, cfg.splits_path, {"seed": 0, "n_folds": 2, "test_size": 0.25, "group": "patient",
                                           "fingerprint": data_fp, "dataset": "gxs", "data": cfg.data})
-    # cxrkit.train.file_digest: the short sha256 of the folds file
+    # cxrkit.training.fold.file_digest: the short sha256 of the folds file
     splits_fp = hashlib.sha256(cfg.splits_path.read_bytes()).hexdigest()[:16]
     for variant in cfg.variant_names:
         t = cfg.train_config(0, variant)
@@ -508,7 +508,7 @@ def _copy_study(study: S.StudyConfig, tmp_path: Path, **train: object) -> S.Stud
 
 def test_ablation_of_a_study_trained_without_tta(study, tmp_path):
     cfg = _copy_study(study, tmp_path, tta=False)
-    for v in cfg.variant_names:  # what cxrkit.train.finish leaves with tta: false
+    for v in cfg.variant_names:  # what cxrkit.training.finish.finish leaves with tta: false
         for k in range(cfg.n_folds):
             for f in cfg.train_dir(k, v).glob("pred_*_notta.*"):
                 f.unlink()
@@ -519,7 +519,7 @@ def test_ablation_of_a_study_trained_without_tta(study, tmp_path):
 
 
 def test_study_trained_on_a_label_subset(study, tmp_path):
-    from cxrkit.predict import read_predictions, write_predictions
+    from cxrkit.evaluation.predictions import read_predictions, write_predictions
 
     cfg = _copy_study(study, tmp_path, labels=ACTIVE)
     for v in cfg.variant_names:  # what a run with labels [A, B, C, D] writes: four columns, 4 x 4 couplings

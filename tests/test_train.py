@@ -11,14 +11,11 @@ import pytest
 import torch
 
 from cxrkit.models import create_model
-from cxrkit.train import (
-    TrainingError,
-    _create_ema,
-    _param_groups,
-    _update_ema,
-    cosine_with_warmup,
-    train,
-)
+from cxrkit.training.ema import create_ema as _create_ema
+from cxrkit.training.ema import update_ema as _update_ema
+from cxrkit.training.loop import TrainingError, train
+from cxrkit.training.optim import cosine_with_warmup
+from cxrkit.training.optim import param_groups as _param_groups
 
 #: The settings of Srivastava et al.'s code that params/paper.yaml sets (crxml/train.py, models/ema.py).
 AUTHORS = {"ema_refiner": False, "ema_warmup": False, "weight_decay_all": True}
@@ -179,7 +176,7 @@ def test_nonfinite_gradients_of_a_finite_loss_are_skipped_and_counted(tiny_cfg):
 
 
 def test_early_stopping_after_patience_epochs_keeps_the_best(tiny_cfg, monkeypatch):
-    import cxrkit.train as T
+    import cxrkit.training.epoch as T
 
     scripted = iter([0.60, 0.70, 0.65, 0.69, 0.68, 0.99])  # best at epoch 2, then 3 epochs without gain
     real = T.macro_auc
@@ -278,7 +275,7 @@ def test_weight_decay_skips_biases_norms_and_coupling_unless_all():
 
 
 def test_fp16_without_loss_scaling_is_refused_before_loading_data(tiny_cfg, monkeypatch):
-    import cxrkit.train as T
+    import cxrkit.training.loop as T
 
     monkeypatch.setattr(T, "load_fold", lambda *a, **k: pytest.fail("data was loaded"))
     with pytest.raises(ValueError, match="fp16 on cpu"):

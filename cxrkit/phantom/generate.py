@@ -22,16 +22,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from cxrkit import __version__
-from cxrkit.labels import LABELS
+from cxrkit.data.labels import LABELS
 from cxrkit.phantom import model
-from cxrkit.phantom.model import (
-    DEFAULT_CONFIG,
-    DRAWABLE,
-    HABITUS_KEYS,
-    PhantomConfig,
-    sample_studies,
-    split_table,
-)
+from cxrkit.phantom.model import DEFAULT_CONFIG, DRAWABLE, HABITUS_KEYS, PhantomConfig
+from cxrkit.phantom.sampling import sample_studies, split_table
+from cxrkit.utils.files import write_json
+from cxrkit.utils.provenance import environment
 
 #: Name of the parameter file that marks a directory as phantom output.
 MARKER = "phantom.json"
@@ -41,6 +37,9 @@ GENERATOR = "cxrkit.phantom"
 FLOAT_FORMAT = "%.6f"
 #: zlib level of the PNGs (speed over size).
 PNG_COMPRESS_LEVEL = 1
+
+#: The modules whose code determines a phantom's files (label model, renderer, writer).
+SOURCES = ("model.py", "sampling.py", "render.py", "scene.py", "anatomy.py", "findings.py", "generate.py")
 
 #: One rendering job: image path, findings, habitus, AP view, image seed, side.
 _Task = tuple[str, dict[str, float], dict[str, float], bool, int, int]
@@ -74,7 +73,7 @@ def code_digest() -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for name in ("model.py", "render.py", "generate.py"):
+    for name in SOURCES:
         h.update((Path(__file__).parent / name).read_bytes())
     return h.hexdigest()[:16]
 
@@ -126,7 +125,7 @@ def _check_target(out: Path, params: dict[str, Any], overwrite: bool) -> None:
 
 
 def _tasks(studies: pd.DataFrame, images: Path, size: int) -> Iterator[_Task]:
-    """Rendering jobs, one per row of :func:`~cxrkit.phantom.model.sample_studies` output."""
+    """Rendering jobs, one per row of :func:`~cxrkit.phantom.sampling.sample_studies` output."""
     drawn = studies[[f"drawn_{lab}" for lab in DRAWABLE]].to_numpy().astype(bool)
     sev = studies[[f"sev_{lab}" for lab in DRAWABLE]].to_numpy(dtype=float)
     hab = studies[[f"hab_{k}" for k in HABITUS_KEYS]].to_numpy(dtype=float)
@@ -152,6 +151,24 @@ def _render_one(task: _Task) -> None:
             f"render returned {img.dtype} {img.shape}, expected uint8 ({size}, {size})"
         )
     Image.fromarray(img).save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+
+
+def _render_all(studies: pd.DataFrame, images: Path, size: int, workers: int | None, progress: bool) -> None:
+    """Render every study's image into ``images``, in ``workers`` processes (default
+    ``min(os.cpu_count(), 8)``; 1 renders in-process, in row order)."""
+    n_workers = max(1, min(os.cpu_count() or 1, 8) if workers is None else workers)
+    tasks = _tasks(studies, images, size)
+    bar = tqdm(total=len(studies), desc="rendering phantom", unit="img", disable=not progress)
+    if n_workers == 1:
+        for task in tasks:
+            _render_one(task)
+            bar.update()
+    else:
+        chunk = max(1, min(64, len(studies) // (n_workers * 8)))
+        with Pool(n_workers) as pool:
+            for _ in pool.imap_unordered(_render_one, tasks, chunksize=chunk):
+                bar.update()
+    bar.close()
 
 
 def _write_marker(out: Path, info: dict[str, Any]) -> None:
@@ -207,26 +224,11 @@ def generate(
     }
     _write_marker(out, info)
 
-    n_workers = max(1, min(os.cpu_count() or 1, 8) if workers is None else workers)
-    tasks = _tasks(studies, images, size)
-    bar = tqdm(total=len(studies), desc="rendering phantom", unit="img", disable=not progress)
-    if n_workers == 1:
-        for task in tasks:
-            _render_one(task)
-            bar.update()
-    else:
-        chunk = max(1, min(64, len(studies) // (n_workers * 8)))
-        with Pool(n_workers) as pool:
-            for _ in pool.imap_unordered(_render_one, tasks, chunksize=chunk):
-                bar.update()
-    bar.close()
-
+    _render_all(studies, images, size, workers, progress)
     train.to_csv(out / "train.csv", index=False, lineterminator="\n")
     truth.to_csv(out / "truth.csv", index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
     info["complete"] = True
     _write_marker(out, info)
-    from cxrkit.provenance import environment, write_json
-
     # who made it, when, with which code (phantom.json stays free of timestamps)
     write_json(out / "provenance.json", {"parameters": params, **environment()})
     return {**info, "out": str(out), "seconds": time.perf_counter() - start}

@@ -1,0 +1,61 @@
+"""Inference: sigmoid probabilities of a loader's images, with the paper's flip TTA, under the
+configured autocast precision."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from cxrkit.data.pipeline import to_model_input
+
+
+def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """The autocast context for ``amp`` in auto|fp16|bf16|off on ``device``."""
+    dtype = resolve_amp(device, amp)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+#: Devices on which fp16 training gets dynamic loss scaling (torch.amp.GradScaler).
+LOSS_SCALED_DEVICES = ("cuda", "mps")
+
+
+def resolve_amp(device: torch.device, amp: str) -> torch.dtype | None:
+    """Autocast dtype: ``auto`` is fp16 on CUDA (with loss scaling in training) and off elsewhere
+    (fp32; MPS and CPU users may ask for ``bf16``, or ``fp16`` on MPS).
+
+    Raises:
+        ValueError: for ``fp16`` on a device without loss scaling (CPU), where fp16 gradients
+            would underflow silently.
+    """
+    table = {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}
+    if amp == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    if amp == "fp16" and device.type not in LOSS_SCALED_DEVICES:
+        raise ValueError(f"amp: fp16 on {device.type} has no loss scaling (its gradients underflow); "
+                         f"use amp: bf16 or off there")
+    return table[amp]
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, loader: torch.utils.data.DataLoader, device: torch.device, *,
+                  mean: Sequence[float], std: Sequence[float], amp: str = "auto", tta: bool = False,
+                  progress: bool = False) -> np.ndarray:
+    """Sigmoid probabilities ``(N, L)`` in loader order; with ``tta`` the mean of the image's and
+    its horizontal flip's probabilities (the paper's flip TTA averages probabilities)."""
+    from tqdm import tqdm
+
+    model.eval()
+    out = []
+    for images, _, _ in tqdm(loader, disable=not progress, desc="predict", leave=False):
+        x = to_model_input(images, mean, std, device, channels_last=device.type == "cuda")
+        with autocast_context(device, amp):
+            p = torch.sigmoid(model(x).float())
+            if tta:
+                p = 0.5 * (p + torch.sigmoid(model(torch.flip(x, dims=[3])).float()))
+        out.append(p.float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)

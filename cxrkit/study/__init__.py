@@ -1,0 +1,99 @@
+"""The study: a parameter file, the notebooks run in order, the HTML report, and the analyses
+behind its tables. The notebooks call it in a few lines::
+
+    from cxrkit.study import analysis as A, plots as P
+    from cxrkit import study as S
+    cfg = S.load_study(params_file)
+    out = S.Outputs(cfg, "05_ablation")
+    abl = S.ablation(cfg)
+
+Everything a notebook needs is importable from here; the modules are:
+
+* :mod:`~cxrkit.study.config` -- the parameters (:class:`StudyConfig`, :func:`load_study`).
+* :mod:`~cxrkit.study.data` -- the phantom and folds prepared, the dataset table, labels, patients.
+* :mod:`~cxrkit.study.runs` -- the training runs: missing ones, saved predictions and couplings.
+* :mod:`~cxrkit.study.steps`, :mod:`~cxrkit.study.runner` -- the steps, run with papermill.
+* :mod:`~cxrkit.study.outputs` -- what a notebook writes into the report (:class:`Outputs`).
+* :mod:`~cxrkit.study.report` -- the HTML pages.
+* :mod:`~cxrkit.study.comparison`, :mod:`~cxrkit.study.coupling`,
+  :mod:`~cxrkit.study.cooccurrence`, :mod:`~cxrkit.study.oracle` -- the analyses behind the tables.
+* :mod:`~cxrkit.study.analysis`, :mod:`~cxrkit.study.plots`, :mod:`~cxrkit.study.literature` --
+  computations, figures and the literature rows of Table I.
+"""
+
+from cxrkit.phantom.files import phantom_tables, split_groups
+from cxrkit.study.comparison import ablation, comparisons, final_test_table, our_table_i_rows
+from cxrkit.study.config import PHANTOM_KEYS, StudyConfig, StudyError, load_study
+from cxrkit.study.cooccurrence import gain_vs_cooccurrence, training_conditional
+from cxrkit.study.coupling import best_recovery, coupling_recovery, lambda_sweep
+from cxrkit.study.data import (
+    data_fingerprint,
+    dataset_table,
+    is_phantom,
+    load_dataset,
+    patient_ids,
+    prepare,
+    split_leakage,
+    true_labels,
+)
+from cxrkit.study.oracle import oracle_table, true_coupling
+from cxrkit.study.outputs import HEADLINES, MANIFEST, Outputs, forget_step, step_outputs
+from cxrkit.study.report import write_index, write_reports_index
+from cxrkit.study.runner import KERNEL_NAME, auto_jobs, ensure_kernel, run_study
+from cxrkit.study.runs import (
+    coupled_variants,
+    fold_couplings,
+    fold_predictions,
+    main_variant,
+    missing_runs,
+    require_runs,
+)
+from cxrkit.study.steps import NOTEBOOKS, Step, plan
+
+__all__ = [
+    "HEADLINES",
+    "KERNEL_NAME",
+    "MANIFEST",
+    "NOTEBOOKS",
+    "PHANTOM_KEYS",
+    "Outputs",
+    "Step",
+    "StudyConfig",
+    "StudyError",
+    "ablation",
+    "auto_jobs",
+    "best_recovery",
+    "comparisons",
+    "coupled_variants",
+    "coupling_recovery",
+    "data_fingerprint",
+    "dataset_table",
+    "ensure_kernel",
+    "final_test_table",
+    "fold_couplings",
+    "fold_predictions",
+    "forget_step",
+    "gain_vs_cooccurrence",
+    "is_phantom",
+    "lambda_sweep",
+    "load_dataset",
+    "load_study",
+    "main_variant",
+    "missing_runs",
+    "oracle_table",
+    "our_table_i_rows",
+    "patient_ids",
+    "phantom_tables",
+    "plan",
+    "prepare",
+    "require_runs",
+    "run_study",
+    "split_groups",
+    "split_leakage",
+    "step_outputs",
+    "training_conditional",
+    "true_coupling",
+    "true_labels",
+    "write_index",
+    "write_reports_index",
+]

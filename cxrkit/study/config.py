@@ -1,0 +1,156 @@
+"""A study's parameters (:class:`StudyConfig`): the dataset, its folds, the variants compared and
+their training parameters, read from a parameter file (:func:`load_study`) and checked before
+anything runs; and the paths of its runs and report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cxrkit.data.datasets import check_dataset_options
+from cxrkit.training.config import TrainConfig
+from cxrkit.utils.params import ConfigError, from_dict, load_yaml
+from cxrkit.utils.paths import resolve
+
+#: phantom keys of a study: the smallest value each accepts and its description
+PHANTOM_KEYS: dict[str, tuple[int, str]] = {
+    "patients": (1, "an integer >= 1"),
+    "size": (16, "an integer >= 16 (image side in pixels; the renderer's minimum)"),
+    "seed": (0, "an integer >= 0"),
+}
+
+
+class StudyError(RuntimeError):
+    """A study step failed (names the notebook and the cell)."""
+
+
+@dataclass
+class StudyConfig:
+    """One study: the dataset, its folds, the variants compared and their training parameters."""
+
+    name: str = "default"
+    description: str = ""
+    data: str = "data/phantom"  #: dataset root
+    dataset: str = "gxs"
+    dataset_options: dict = field(default_factory=dict)
+    #: phantom generation when ``data`` does not exist yet: {patients, size, seed}; null for real data
+    phantom: dict | None = field(default_factory=lambda: {"patients": 1700, "size": 128, "seed": 0})
+    n_folds: int = 3
+    test_size: float = 0.2
+    split_seed: int = 0
+    group: str = "patient"  #: patient | image
+    #: compared variants, the first is the baseline: a refiner name, or a mapping
+    #: {name, refiner, ...train overrides} (e.g. a lambda sweep of the sparse refiner)
+    variants: list = field(default_factory=lambda: ["none", "sparse"])
+    train: dict = field(default_factory=dict)  #: TrainConfig overrides shared by every run
+    bootstrap: int = 1000
+    threshold: float = 0.5
+    auto_train: bool = False  #: notebooks 04-06 train missing runs themselves (smoke only)
+    runs: str = "runs"  #: training outputs go to <runs>/<name>/
+    reports: str = "reports"  #: the report goes to <reports>/<name>/ and <reports>/index.html
+
+    def validate(self) -> StudyConfig:
+        """Check every key (phantom, variants, dataset options, each variant's training
+        parameters) before anything runs; return self.
+
+        Raises:
+            ConfigError: naming the key.
+        """
+        if self.group not in ("patient", "image"):
+            raise ConfigError(f"group: {self.group!r} is not 'patient' or 'image'")
+        if self.n_folds < 2:
+            raise ConfigError(f"n_folds: must be >= 2, got {self.n_folds}")
+        check_dataset_options(self.dataset, self.dataset_options)  # keys the loader accepts, nothing set twice
+        if self.phantom is not None:
+            unknown = set(self.phantom) - set(PHANTOM_KEYS)
+            if unknown:
+                raise ConfigError(f"phantom: unknown key(s) {sorted(unknown)} (known: patients, size, seed)")
+            for key, (low, what) in PHANTOM_KEYS.items():
+                value = self.phantom.get(key, low)
+                if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                    raise ConfigError(f"phantom.{key}: must be {what}, got {value!r}")
+        if not self.variants:
+            raise ConfigError("variants: at least one refiner is needed")
+        for key in ("data", "dataset", "dataset_options", "splits", "fold", "refiner", "out"):
+            if key in self.train:
+                raise ConfigError(f"train.{key}: set by the study, not in 'train'")
+        from cxrkit.models import REFINERS  # here: reading a study does not import torch
+
+        specs = self.variant_specs()
+        bad = [s["refiner"] for s in specs.values() if s["refiner"] not in REFINERS]
+        if bad:
+            raise ConfigError(f"variants: unknown refiner(s) {bad}; known: {sorted(REFINERS)}")
+        for name in specs:
+            self.train_config(0, name)  # validates the train overrides of every variant
+        return self
+
+    def variant_specs(self) -> dict[str, dict[str, Any]]:
+        """Variant name -> its refiner and train overrides, in order (first = baseline)."""
+        specs: dict[str, dict[str, Any]] = {}
+        for i, v in enumerate(self.variants):
+            if isinstance(v, str):
+                spec = {"name": v, "refiner": v}
+            elif isinstance(v, dict) and isinstance(v.get("name"), str) and isinstance(v.get("refiner"), str):
+                spec = dict(v)
+            else:
+                raise ConfigError(f"variants[{i}]: need a refiner name or a mapping with 'name' and 'refiner', got {v!r}")
+            for key in ("data", "dataset", "dataset_options", "splits", "fold", "out"):
+                if key in spec:
+                    raise ConfigError(f"variants[{i}].{key}: set by the study")
+            if "on_bad_image" in spec:
+                raise ConfigError(f"variants[{i}].on_bad_image: set it once in train.on_bad_image "
+                                  f"(every variant trains and is evaluated on the same images)")
+            if spec["name"] in specs:
+                raise ConfigError(f"variants[{i}]: duplicate variant name {spec['name']!r}")
+            specs[spec["name"]] = spec
+        return specs
+
+    @property
+    def on_bad_image(self) -> str:
+        """``error`` or ``exclude``: what the study does with unreadable images (``train.on_bad_image``)."""
+        return self.train.get("on_bad_image", TrainConfig.on_bad_image)
+
+    @property
+    def variant_names(self) -> list[str]:
+        """Names of the variants in order (the first is the baseline)."""
+        return list(self.variant_specs())
+
+    # derived paths
+    @property
+    def run_dir(self) -> Path:
+        """``<runs>/<name>/``: the study's folds and training runs."""
+        return resolve(self.runs) / self.name
+
+    @property
+    def report_dir(self) -> Path:
+        """``<reports>/<name>/``: the study's notebooks, figures, tables and index page."""
+        return resolve(self.reports) / self.name
+
+    @property
+    def splits_path(self) -> Path:
+        """The study's ``folds.csv``."""
+        return self.run_dir / "folds.csv"
+
+    def train_dir(self, fold: int, variant: str) -> Path:
+        """The run folder of one fold of one variant."""
+        return self.run_dir / variant / f"fold{fold}"
+
+    def train_config(self, fold: int, variant: str) -> TrainConfig:
+        """The TrainConfig of one fold and variant (train overrides, the variant's own overrides,
+        and the study's data and folds)."""
+        specs = self.variant_specs()
+        if variant not in specs:
+            raise ConfigError(f"unknown variant {variant!r} of study {self.name!r}; known: {list(specs)}")
+        own = {k: v for k, v in specs[variant].items() if k != "name"}
+        values = {**self.train, **own, "data": self.data, "dataset": self.dataset,
+                  "dataset_options": self.dataset_options, "splits": str(self.splits_path), "fold": fold,
+                  "out": str(self.train_dir(fold, variant))}
+        return from_dict(TrainConfig, values, source=f"study {self.name!r} variant {variant!r}")
+
+
+def load_study(path: str | Path, **overrides: Any) -> StudyConfig:
+    """Read and validate a study parameter file (unknown keys in it or in ``train`` are errors)."""
+    path = resolve(path)
+    values = {**load_yaml(path), **overrides}
+    return from_dict(StudyConfig, values, source=str(path))

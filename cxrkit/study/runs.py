@@ -1,0 +1,66 @@
+"""A study's training runs: which are missing (trained on demand with ``auto_train``), and what
+they saved: every fold's predictions and coupling matrices, per variant."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import pandas as pd
+
+from cxrkit.evaluation.predictions import read_coupling, read_predictions
+from cxrkit.study.config import StudyConfig, StudyError
+from cxrkit.study.data import prepare
+
+
+def missing_runs(cfg: StudyConfig, variants: Sequence[str] | None = None) -> list[tuple[int, str]]:
+    """(fold, variant) pairs whose training has not finished (no metrics.json)."""
+    return [(k, v) for v in (variants or cfg.variant_names) for k in range(cfg.n_folds)
+            if not (cfg.train_dir(k, v) / "metrics.json").is_file()]
+
+
+def require_runs(cfg: StudyConfig, variants: Sequence[str] | None = None, params_file: str = "") -> None:
+    """Make sure every fold of ``variants`` is trained: train them when ``auto_train``, else raise
+    naming the missing runs and the commands that produce them."""
+    missing = missing_runs(cfg, variants)
+    if not missing:
+        return
+    if cfg.auto_train:
+        from cxrkit.training.loop import train  # torch: only when runs are trained here
+
+        prepare(cfg, progress=False)
+        for fold, variant in missing:
+            train(dataclasses.replace(cfg.train_config(fold, variant), progress=False))
+        return
+    cmds = "\n".join(f"  papermill notebooks/03_train.ipynb out.ipynb -p params_file {params_file or '<file>'} "
+                     f"-p fold {k} -p refiner {v}" for k, v in missing)
+    raise StudyError(f"{len(missing)} training run(s) of study {cfg.name!r} are missing: {missing}. "
+                     f"Run `cxrkit study -f {params_file or '<file>'}` or:\n{cmds}")
+
+
+def fold_predictions(cfg: StudyConfig, variant: str, split: str = "test", tta: bool = True) -> dict[int, pd.DataFrame]:
+    """The saved predictions of every fold of a variant, indexed by image: with flip TTA
+    (``pred_<split>.csv``) or without (``pred_<split>_notta.csv``). A variant trained with
+    ``tta: false`` saved only its predictions without TTA, as ``pred_<split>.csv``: they are
+    returned for both."""
+    with_tta = cfg.train_config(0, variant).tta
+    name = f"pred_{split}{'' if tta or not with_tta else '_notta'}.csv"
+    return {k: read_predictions(cfg.train_dir(k, variant) / name)[0].set_index("image") for k in range(cfg.n_folds)}
+
+
+def fold_couplings(cfg: StudyConfig, variant: str, kind: str = "effective") -> dict[int, pd.DataFrame]:
+    """The coupling matrix of every fold of a variant: ``effective`` (logit units, comparable
+    across refiners; :func:`cxrkit.models.refiners.effective_coupling`) or ``raw`` (the refiner's own
+    parameter: A for the sparse refiners, the fixed prior P(column | row) for cooc_gcn)."""
+    name = {"effective": "effective_coupling.csv", "raw": "coupling.csv"}[kind]
+    return {k: read_coupling(cfg.train_dir(k, variant) / name) for k in range(cfg.n_folds)}
+
+
+def coupled_variants(cfg: StudyConfig) -> list[str]:
+    """Variants whose refiner has a coupling matrix (every one but ``none``)."""
+    return [v for v in cfg.variant_names if cfg.train_config(0, v).refiner != "none"]
+
+
+def main_variant(cfg: StudyConfig) -> str:
+    """The variant the ensemble analyses describe: ``sparse`` (the paper's model) if present, else the last."""
+    return "sparse" if "sparse" in cfg.variant_names else cfg.variant_names[-1]

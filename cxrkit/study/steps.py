@@ -1,0 +1,32 @@
+"""The steps of a study: the numbered notebooks in order, ``03_train`` once per fold and variant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cxrkit.study.config import StudyConfig
+
+NOTEBOOKS = ("01_explore", "02_folds", "03_train", "04_coupling", "05_ablation", "06_fold_agreement")
+
+
+@dataclass
+class Step:
+    """One papermill execution: a notebook and its parameters."""
+
+    notebook: str
+    parameters: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        extra = "".join(f"_{k}{v}" for k, v in self.parameters.items() if k != "params_file")
+        return self.notebook + extra
+
+
+def plan(cfg: StudyConfig, params_file: str) -> list[Step]:
+    """The ordered steps of a study."""
+    p = {"params_file": params_file}
+    steps = [Step("01_explore", p), Step("02_folds", p)]
+    steps += [Step("03_train", {**p, "fold": k, "refiner": v}) for v in cfg.variant_names for k in range(cfg.n_folds)]
+    steps += [Step(nb, p) for nb in ("04_coupling", "05_ablation", "06_fold_agreement")]
+    return steps
