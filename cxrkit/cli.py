@@ -39,8 +39,10 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     """``--data``, ``--dataset`` and ``--dataset-options`` (a JSON object of loader options)."""
     parser.add_argument("--data", default="data/phantom", help="dataset folder")
-    parser.add_argument("--dataset", default="gxs", help="loader: gxs | chexpert | nih | mimic")
-    parser.add_argument("--dataset-options", type=json.loads, default={}, help="JSON object of loader options")
+    parser.add_argument("--dataset", default="gxs", help="loader: gxs | chexpert | nih | mimic | padchest | vindr | merged")
+    parser.add_argument("--dataset-options", type=json.loads, default={},
+                        help='JSON object of loader options, e.g. \'{"views": ["PA"]}\' or, for merged, '
+                             '\'{"sources": [{"dataset": "nih", "data": "nih"}, {"dataset": "padchest", "data": "pc"}]}\'')
 
 
 def _config_from_args(cls: type, args: argparse.Namespace) -> Any:
@@ -59,7 +61,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     check_writable(resolve(args.out), "the phantom", "choose a writable folder with --out")
     cfg = PhantomConfig(report_noise=not args.no_report_noise, uncertain_rate=args.uncertain_rate)
     info = generate(resolve(args.out), n_patients=args.patients, size=args.size, seed=args.seed, config=cfg,
-                    workers=args.workers, progress=not args.quiet, overwrite=args.overwrite)
+                    workers=args.workers, progress=not args.quiet, overwrite=args.overwrite, image_format=args.format)
     print(json.dumps(info, indent=2, default=str))
     return 0
 
@@ -101,24 +103,36 @@ def cmd_oracle(args: argparse.Namespace) -> int:
 
 def cmd_folds(args: argparse.Namespace) -> int:
     """``cxrkit folds``: the test split and folds of a dataset -> ``folds.csv``."""
-    from cxrkit.data.datasets import create_dataset, fingerprint
+    from cxrkit.data.datasets import (
+        check_dataset_options,
+        check_test_split,
+        create_dataset,
+        fingerprint,
+    )
     from cxrkit.data.splits import balance_table, check_leakage, make_splits, save_splits
 
+    check_dataset_options(args.dataset, args.dataset_options)
+    check_test_split(args.dataset, args.dataset_options, args.test, where="--test")
+    if args.test == "official" and args.test_size is not None:
+        raise ConfigError("--test-size: not used with --test official (the official test set is held out)")
     out = resolve(args.out or Path(args.data) / "folds.csv")
     out = out if out.suffix == ".csv" else out / "folds.csv"
     check_writable(out.parent, "the folds", "write them elsewhere with --out FOLDER/folds.csv "
                                                "(then train with --splits FOLDER/folds.csv)")
     ds = create_dataset(args.dataset, root=resolve(args.data), check_images=False, **args.dataset_options)
-    splits = make_splits(ds.table, ds.labels, n_folds=args.n_folds, test_size=args.test_size, seed=args.seed,
-                         group=args.group)
+    test_size = 0.2 if args.test_size is None else args.test_size
+    splits = make_splits(ds.table, ds.labels, n_folds=args.n_folds, test_size=test_size, seed=args.seed,
+                         group=args.group, test_split=args.test)
     if args.group == "patient":
         check_leakage(splits)
-    save_splits(splits, out, {"seed": args.seed, "n_folds": args.n_folds, "test_size": args.test_size,
-                              "group": args.group, "fingerprint": fingerprint(ds.table),
-                              "dataset": args.dataset, "data": str(resolve(args.data)),
-                              "provenance": environment()})
+    save_splits(splits, out, {"seed": args.seed, "n_folds": args.n_folds, "group": args.group,
+                              "fingerprint": fingerprint(ds.table), "dataset": args.dataset,
+                              "data": str(resolve(args.data)), "provenance": environment(),
+                              **({"test_size": test_size} if args.test == "stratified" else {})})
     with __import__("pandas").option_context("display.width", 200, "display.max_columns", 40):
         print(balance_table(ds.table, splits, ds.labels))
+    if ds.quality:
+        print(f"data quality: {json.dumps(ds.quality, default=str)}")
     print(f"wrote {out}")
     return 0
 
@@ -226,6 +240,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--patients", type=int, default=1700)
     s.add_argument("--size", type=int, default=128)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--format", choices=("png", "png16", "dicom"), default="png",
+                   help="image files: 8-bit PNG, 16-bit PNG or DICOM (.dcm; MONOCHROME1/2, 12-bit, rescale and "
+                        "VOI window); every format decodes to the same pixels")
     s.add_argument("--workers", type=int, default=None)
     s.add_argument("--uncertain-rate", type=float, default=0.0)
     s.add_argument("--no-report-noise", action="store_true")
@@ -246,7 +263,11 @@ def _add_folds(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("folds", help="patient-grouped MIS test split and K folds -> folds.csv")
     _add_data_options(s)
     s.add_argument("--n-folds", type=int, default=3)
-    s.add_argument("--test-size", type=float, default=0.2)
+    s.add_argument("--test-size", type=float, default=None, help="share of the images held out (default 0.2)")
+    s.add_argument("--test", choices=("stratified", "official"), default="stratified",
+                   help="test split: stratified (--test-size of the images, patient-grouped) or official (the "
+                        "dataset's official test images: NIH test_list.txt, MIMIC split file, CheXpert valid.csv, "
+                        "VinDr test set; folds from the rest)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--group", choices=("patient", "image"), default="patient")
     s.add_argument("--out", help="default: DATA/folds.csv (a read-only DATA needs another: FOLDER/folds.csv)")

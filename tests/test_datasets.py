@@ -220,9 +220,8 @@ def test_gxs_common_table(gxs_root: Path) -> None:
     assert t["image"].tolist() == ["a.png", "b.png", "c.png"]
     assert t["path"].tolist() == [str((gxs_root / "images" / n).resolve()) for n in t["image"]]
     assert t["patient_id"].tolist() == ["p1", "p1", "p2"]
-    assert (
-        t["view"].iloc[0] == "PA" and t["view"].iloc[1] == "LATERAL" and pd.isna(t["view"].iloc[2])
-    )
+    # row c: ViewCategory Frontal, ViewPosition blank -> FRONTAL (cxrkit.data.views)
+    assert t["view"].tolist() == ["PA", "LATERAL", "FRONTAL"] and ds.quality["view_replaced"] == 0
     assert t["age"].iloc[0] == 50.0 and pd.isna(t["age"].iloc[2])
     assert all(t[lab].dtype == np.float64 for lab in LABELS)
     assert t.loc[2, ["Edema", "Fracture", "Cardiomegaly"]].tolist() == [1.0, 1.0, 0.0]
@@ -627,7 +626,7 @@ def test_load_image(tmp_path: Path) -> None:
         load_image(bad)
     deep = tmp_path / "deep.png"
     Image.fromarray(np.full((4, 4), 4000, dtype=np.uint16)).save(deep)
-    with pytest.raises(DataError, match="high bit depth"):
+    with pytest.raises(DataError, match="deep.png: every pixel of the 16-bit image has the value 4000"):
         load_image(deep)
 
 
@@ -635,11 +634,16 @@ def test_load_image(tmp_path: Path) -> None:
 
 
 def test_registry_and_create_dataset(gxs_root: Path) -> None:
+    from cxrkit.data.datasets import MergedDataset, PadChest, VinDrCXR
+
     assert DATASETS == {
         "gxs": GrandXRaySlam,
         "chexpert": CheXpert,
         "nih": NIHChestXray14,
         "mimic": MIMICCXRJPG,
+        "padchest": PadChest,
+        "vindr": VinDrCXR,
+        "merged": MergedDataset,
     }
     assert len(create_dataset("gxs", root=gxs_root)) == 3
     with pytest.raises(ValueError, match=r"unknown dataset 'cxr'.*'chexpert'"):

@@ -655,3 +655,13 @@ def test_best_recovery_takes_the_first_variant_on_ties():
     rec = pd.DataFrame({"spearman": [0.7, 0.7, float("nan")]},
                        index=pd.MultiIndex.from_tuples([("sparse", "mean"), ("cooc_gcn", "mean"), ("sparse_prior", "mean")]))
     assert S.best_recovery(rec) == "sparse"
+
+
+def test_loader_report_lists_the_loaders_counts_and_the_decoding():
+    quality = {"views": {"views": ["PA"], "kept": 7, "dropped": 3, "dropped_views": {"LATERAL": 3}}, "age_zero": 2}
+    report = A.loader_report(quality, {"PNG 8-bit": 5, "DICOM MONOCHROME1, window centre/width": 2})
+    rows = [tuple(r) for r in report.itertuples(index=False)]
+    assert rows == [("views", "views", "['PA']"), ("views", "kept", 7), ("views", "dropped", 3),
+                    ("views: dropped_views", "LATERAL", 3), ("age_zero", "", 2), ("images decoded as", "PNG 8-bit", 5),
+                    ("images decoded as", "DICOM MONOCHROME1, window centre/width", 2)]
+    assert A.loader_report({}, {}).empty and list(A.loader_report({}, {}).columns) == ["what", "item", "value"]

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms.v2 import functional as TF
 
-from cxrkit.data.images import DECODE_VERSION, load_image
+from cxrkit.data.images import DECODE_VERSION, ImagePolicy, load_image
 from cxrkit.utils.files import atomic_write, check_writable
 
 
@@ -38,9 +38,19 @@ class UInt8Cache:
     """All images of a table decoded once, resized to ``size`` and stored as an ``(N, S, S)`` memmap.
 
     The cache file is derived data: its name is a hash of the image paths, file sizes,
-    modification times, ``size`` and the decoder's version (:data:`cxrkit.data.images.DECODE_VERSION`:
-    a cache decoded before EXIF orientations were applied is not reused); it is rebuilt when any
-    of them changes.
+    modification times, ``size``, the decoder's version (:data:`cxrkit.data.images.DECODE_VERSION`:
+    a cache decoded before EXIF orientations were applied is not reused) and the decoding policy
+    (:meth:`cxrkit.data.images.ImagePolicy.key`: a cache of DICOMs windowed otherwise is not
+    reused); it is rebuilt when any of them changes. The policy is also written to the cache's
+    ``.json`` sidecar.
+
+    Args:
+        paths: the image files, in row order.
+        size: side of the square images in pixels.
+        cache_dir: folder of the cache files.
+        workers: decoding threads (None: up to 8).
+        progress: show a tqdm bar while building.
+        policy: how images of more than 8 bits become 8-bit (None: defaults).
 
     Raises:
         NotWritableError: the cache file is missing and ``cache_dir`` cannot be written, before
@@ -48,14 +58,15 @@ class UInt8Cache:
     """
 
     def __init__(self, paths: Sequence[str], size: int, cache_dir: str | Path, workers: int | None = None,
-                 progress: bool = False) -> None:
+                 progress: bool = False, policy: ImagePolicy | None = None) -> None:
         self.paths = list(paths)
         self.size = size
+        self.policy = policy or ImagePolicy()
         key = hashlib.sha256()
         for p in self.paths:
             st = os.stat(p)
             key.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        key.update(f"{size}\0decoder {DECODE_VERSION}".encode())
+        key.update(f"{size}\0decoder {DECODE_VERSION}\0policy {self.policy.key()}".encode())
         self.file = Path(cache_dir) / f"u8_{size}px_{len(self.paths)}_{key.hexdigest()[:16]}.npy"
         if not self.file.is_file():
             check_writable(cache_dir, "the uint8 image cache", "train with cache: false (--no-cache) to decode "
@@ -75,7 +86,7 @@ class UInt8Cache:
             arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, s, s))
 
             def fill(i: int) -> None:
-                arr[i] = load_image(self.paths[i], s)
+                arr[i] = load_image(self.paths[i], s, self.policy)
 
             with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
                 list(tqdm(pool.map(fill, range(n)), total=n, disable=not progress,
@@ -84,7 +95,8 @@ class UInt8Cache:
 
         atomic_write(self.file, write)
         atomic_write(self.file.with_suffix(".json"), lambda tmp: Path(tmp).write_text(
-            json.dumps({"n": n, "size": s, "first": self.paths[:3]}, indent=1)))
+            json.dumps({"n": n, "size": s, "decoder_version": DECODE_VERSION, "image_policy": self.policy.as_dict(),
+                        "first": self.paths[:3]}, indent=1)))
 
     def __getitem__(self, i: int) -> np.ndarray:
         return self.array[i]
@@ -131,11 +143,12 @@ class CXRImages(Dataset):
     """Images and labels of a table as ``(uint8 image (1,S,S), target (L,), mask (L,))``.
 
     Items are addressed by ``(index, epoch)`` (see :class:`EpochSampler`) or a plain index
-    (epoch 0). Unknown labels (NaN) get target 0 and mask 0.
+    (epoch 0). Unknown labels (NaN) get target 0 and mask 0. Without a cache, images are decoded
+    every time under ``policy`` (None: defaults).
     """
 
     def __init__(self, paths: Sequence[str], targets: np.ndarray, size: int, *, augment: Augment | None = None,
-                 cache: UInt8Cache | None = None, seed: int = 0) -> None:
+                 cache: UInt8Cache | None = None, seed: int = 0, policy: ImagePolicy | None = None) -> None:
         if len(paths) != len(targets):
             raise ValueError(f"{len(paths)} paths but {len(targets)} label rows")
         self.paths = list(paths)
@@ -143,13 +156,14 @@ class CXRImages(Dataset):
         self.mask = torch.from_numpy(np.isfinite(targets).astype(np.float32))
         self.targets = torch.from_numpy(np.nan_to_num(targets, nan=0.0))
         self.size, self.augment, self.cache, self.seed = size, augment, cache, seed
+        self.policy = policy or ImagePolicy()
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def image(self, i: int) -> torch.Tensor:
         """The (unaugmented) uint8 image ``i`` at the pipeline size, as ``(1, S, S)``."""
-        arr = self.cache[i] if self.cache is not None else load_image(self.paths[i], self.size)
+        arr = self.cache[i] if self.cache is not None else load_image(self.paths[i], self.size, self.policy)
         return torch.from_numpy(np.require(arr, requirements=["C", "W"]))[None]  # copies read-only arrays
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

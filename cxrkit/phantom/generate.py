@@ -1,9 +1,10 @@
 """Write a phantom CXR dataset to disk in the Grand X-Ray Slam Division B layout.
 
 ``out/train.csv`` (public table), ``out/truth.csv`` (ground-truth sidecar), ``out/images/``
-(8-bit grayscale PNGs) and ``out/phantom.json`` (generator parameters and counts). Every image
-is rendered from its own ``image_seed``, so the output does not depend on the worker count;
-the same arguments give byte-identical files.
+(8-bit grayscale PNGs, or in another format: 16-bit PNGs or DICOM, :mod:`cxrkit.phantom.formats`,
+which decode to exactly the same pixels) and ``out/phantom.json`` (generator parameters and
+counts). Every image is rendered from its own ``image_seed``, so the output does not depend on
+the worker count; the same arguments give byte-identical files.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tqdm import tqdm
 from cxrkit import __version__
 from cxrkit.data.labels import LABELS
 from cxrkit.phantom import model
+from cxrkit.phantom.formats import FORMATS
 from cxrkit.phantom.model import DEFAULT_CONFIG, DRAWABLE, HABITUS_KEYS, PhantomConfig
 from cxrkit.phantom.sampling import sample_studies, split_table
 from cxrkit.utils.files import write_json
@@ -35,14 +37,12 @@ MARKER = "phantom.json"
 GENERATOR = "cxrkit.phantom"
 #: Float format of the CSVs (fixed, so same seed -> byte-identical files).
 FLOAT_FORMAT = "%.6f"
-#: zlib level of the PNGs (speed over size).
-PNG_COMPRESS_LEVEL = 1
-
 #: The modules whose code determines a phantom's files (label model, renderer, writer).
-SOURCES = ("model.py", "sampling.py", "render.py", "scene.py", "anatomy.py", "findings.py", "generate.py")
+SOURCES = ("model.py", "sampling.py", "render.py", "scene.py", "anatomy.py", "findings.py", "generate.py",
+           "formats.py")
 
-#: One rendering job: image path, findings, habitus, AP view, image seed, side.
-_Task = tuple[str, dict[str, float], dict[str, float], bool, int, int]
+#: One rendering job: image path, findings, habitus, AP view, image seed, side, format, DICOM header.
+_Task = tuple[str, dict[str, float], dict[str, float], bool, int, int, str, dict[str, Any]]
 
 
 def _model_parameters() -> dict[str, Any]:
@@ -78,8 +78,10 @@ def code_digest() -> str:
     return h.hexdigest()[:16]
 
 
-def _parameters(n_patients: int, size: int, seed: int, config: PhantomConfig) -> dict[str, Any]:
+def _parameters(n_patients: int, size: int, seed: int, config: PhantomConfig, image_format: str) -> dict[str, Any]:
     """Everything that determines the output (compared to decide whether a rerun is idempotent)."""
+    if image_format not in FORMATS:
+        raise ValueError(f"image_format: {image_format!r} is not one of {sorted(FORMATS)}")
     return {
         "generator": GENERATOR,
         "version": __version__,
@@ -87,6 +89,7 @@ def _parameters(n_patients: int, size: int, seed: int, config: PhantomConfig) ->
         "n_patients": n_patients,
         "size": size,
         "seed": seed,
+        "format": image_format,
         "config": asdict(config),
         "model": _model_parameters(),
     }
@@ -118,46 +121,53 @@ def _check_target(out: Path, params: dict[str, Any], overwrite: bool) -> None:
         raise FileExistsError(
             f"{out} holds phantom output of other parameters; pass overwrite=True to replace it"
         )
-    for png in (out / "images").glob("*.png"):
-        png.unlink()
+    for suffix in sorted(set(FORMATS.values())):
+        for image in (out / "images").glob(f"*{suffix}"):
+            image.unlink()
     for name in ("train.csv", "truth.csv", MARKER):
         (out / name).unlink(missing_ok=True)
 
 
-def _tasks(studies: pd.DataFrame, images: Path, size: int) -> Iterator[_Task]:
-    """Rendering jobs, one per row of :func:`~cxrkit.phantom.sampling.sample_studies` output."""
+def _tasks(studies: pd.DataFrame, images: Path, size: int, fmt: str, dataset: str) -> Iterator[_Task]:
+    """Rendering jobs, one per row of :func:`~cxrkit.phantom.sampling.sample_studies` output
+    (``dataset``: the phantom's identity, from which the DICOM UIDs are derived)."""
     drawn = studies[[f"drawn_{lab}" for lab in DRAWABLE]].to_numpy().astype(bool)
     sev = studies[[f"sev_{lab}" for lab in DRAWABLE]].to_numpy(dtype=float)
     hab = studies[[f"hab_{k}" for k in HABITUS_KEYS]].to_numpy(dtype=float)
     ap = (studies["ViewPosition"] == "AP").to_numpy()
     seeds = studies["image_seed"].to_numpy()
     names = studies["Image_name"].to_numpy()
+    meta = {c: studies[c].to_numpy() for c in ("Patient_ID", "Study", "Sex", "Age", "ViewPosition")}
     for i in range(len(studies)):
         findings = {DRAWABLE[d]: float(sev[i, d]) for d in np.flatnonzero(drawn[i])}
         habitus = dict(zip(HABITUS_KEYS, map(float, hab[i]), strict=True))
-        yield str(images / names[i]), findings, habitus, bool(ap[i]), int(seeds[i]), size
+        header = {"dataset": dataset, "image": names[i], "patient_id": meta["Patient_ID"][i], "study": meta["Study"][i],
+                  "sex": meta["Sex"][i], "age": int(meta["Age"][i]), "view": meta["ViewPosition"][i],
+                  "seed": int(seeds[i])}
+        yield str(images / names[i]), findings, habitus, bool(ap[i]), int(seeds[i]), size, fmt, header
 
 
 def _render_one(task: _Task) -> None:
-    """Render one image with its own generator and write it as an 8-bit grayscale PNG."""
-    from PIL import Image
-
+    """Render one image with its own generator and write it in the phantom's format."""
+    from cxrkit.phantom.formats import write_image
     from cxrkit.phantom.render import render
 
-    path, findings, habitus, view_ap, image_seed, size = task
+    path, findings, habitus, view_ap, image_seed, size, fmt, header = task
     img = render(size, findings, habitus, view_ap, np.random.default_rng(image_seed))
     if img.shape != (size, size) or img.dtype != np.uint8:
         raise ValueError(
             f"render returned {img.dtype} {img.shape}, expected uint8 ({size}, {size})"
         )
-    Image.fromarray(img).save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    write_image(path, img, fmt, header)
 
 
-def _render_all(studies: pd.DataFrame, images: Path, size: int, workers: int | None, progress: bool) -> None:
+def _render_all(studies: pd.DataFrame, images: Path, params: dict[str, Any], workers: int | None,
+                progress: bool) -> None:
     """Render every study's image into ``images``, in ``workers`` processes (default
     ``min(os.cpu_count(), 8)``; 1 renders in-process, in row order)."""
     n_workers = max(1, min(os.cpu_count() or 1, 8) if workers is None else workers)
-    tasks = _tasks(studies, images, size)
+    dataset = f"{GENERATOR} seed={params['seed']} patients={params['n_patients']} size={params['size']}"
+    tasks = _tasks(studies, images, params["size"], params["format"], dataset)
     bar = tqdm(total=len(studies), desc="rendering phantom", unit="img", disable=not progress)
     if n_workers == 1:
         for task in tasks:
@@ -185,6 +195,7 @@ def generate(
     workers: int | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    image_format: str = "png",
 ) -> dict[str, Any]:
     """Generate a phantom CXR dataset.
 
@@ -197,34 +208,36 @@ def generate(
         workers: rendering processes (default ``min(os.cpu_count(), 8)``; 1 renders in-process).
         progress: show a tqdm progress bar.
         overwrite: replace phantom output of other parameters in ``out``.
+        image_format: ``png`` (8-bit), ``png16`` (16-bit PNG) or ``dicom`` (``.dcm`` files, a mix
+            of MONOCHROME1/2 and transfer syntaxes; :mod:`cxrkit.phantom.formats`). Every format
+            decodes with the default image policy to the same pixels and has the same labels and
+            truth; only the DICOM image names differ (``.dcm``).
 
     Returns:
         The content of ``phantom.json`` plus ``out`` (str) and ``seconds`` (wall time).
 
     Raises:
+        ValueError: an unknown image format.
         FileExistsError: see :func:`_check_target` (rerunning with the same parameters is fine).
     """
     start = time.perf_counter()
     out = Path(out)
-    params = _parameters(n_patients, size, seed, config)
+    params = _parameters(n_patients, size, seed, config, image_format)
     _check_target(out, params, overwrite)
     studies = sample_studies(n_patients, seed, config)
+    studies["Image_name"] = studies["Image_name"].str.removesuffix(".png") + FORMATS[image_format]
     train, truth = split_table(studies)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
-    info = {
-        **params,
-        "complete": False,
-        "counts": {
-            "patients": n_patients,
-            "images": len(studies),
-            "positives": {lab: int((train[lab] == 1).sum()) for lab in LABELS},
-            "uncertain": {lab: int((train[lab] == -1).sum()) for lab in LABELS},
-        },
-    }
+    info = {**params, "complete": False, "counts": {
+        "patients": n_patients,
+        "images": len(studies),
+        "positives": {lab: int((train[lab] == 1).sum()) for lab in LABELS},
+        "uncertain": {lab: int((train[lab] == -1).sum()) for lab in LABELS},
+    }}
     _write_marker(out, info)
 
-    _render_all(studies, images, size, workers, progress)
+    _render_all(studies, images, params, workers, progress)
     train.to_csv(out / "train.csv", index=False, lineterminator="\n")
     truth.to_csv(out / "truth.csv", index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
     info["complete"] = True

@@ -8,6 +8,7 @@ The label co-occurrence estimate (:func:`conditional_probability`) lives in the 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -168,3 +169,28 @@ def data_quality(table: pd.DataFrame, labels: Sequence[str], excluded: pd.DataFr
     out.loc["(all images)"] = [len(table), n_excl, int(y.isna().all(axis=1).sum())]
     out = out.rename(index={"(all images)": "images: kept / excluded / all labels unknown"})
     return out
+
+
+def loader_report(quality: dict[str, Any], decoding: dict[str, int]) -> pd.DataFrame:
+    """What the loader did to the table and the images, one row per item: the loader's counts
+    (``ds.quality``: views kept and dropped, ages of 0 read as missing, views replaced, images
+    without labels, per source of a merged dataset, ...) and how many images were decoded each way
+    (``ds.decoding``: PNG, JPEG with its EXIF orientation, DICOM with the window used, ...).
+
+    Returns:
+        Columns ``what``, ``item``, ``value`` (ints or short texts); empty when there is nothing.
+    """
+    rows: list[dict[str, Any]] = []
+
+    def add(what: str, value: Any, item: str = "") -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                add(what if not item else f"{what}: {item}", sub, str(key))
+        else:
+            rows.append({"what": what, "item": item, "value": value if isinstance(value, (int, float)) else str(value)})
+
+    for key, value in quality.items():
+        add(str(key), value)
+    for way, n in decoding.items():
+        rows.append({"what": "images decoded as", "item": way, "value": int(n)})
+    return pd.DataFrame(rows, columns=["what", "item", "value"])

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxrkit.data.datasets import check_dataset_options
+from cxrkit.data.datasets import check_dataset_options, check_test_split
+from cxrkit.data.images import ImagePolicy
 from cxrkit.training.config import TrainConfig
 from cxrkit.utils.params import ConfigError, from_dict, load_yaml
 from cxrkit.utils.paths import resolve
@@ -19,6 +20,8 @@ PHANTOM_KEYS: dict[str, tuple[int, str]] = {
     "size": (16, "an integer >= 16 (image side in pixels; the renderer's minimum)"),
     "seed": (0, "an integer >= 0"),
 }
+#: the phantom's image formats (``phantom: {format: dicom}``; cxrkit.phantom.formats.FORMATS), default first
+PHANTOM_FORMATS = ("png", "png16", "dicom")
 
 
 class StudyError(RuntimeError):
@@ -34,10 +37,14 @@ class StudyConfig:
     data: str = "data/phantom"  #: dataset root
     dataset: str = "gxs"
     dataset_options: dict = field(default_factory=dict)
-    #: phantom generation when ``data`` does not exist yet: {patients, size, seed}; null for real data
+    #: phantom generation when ``data`` does not exist yet: {patients, size, seed, format (png | png16 |
+    #: dicom)}; null for real data
     phantom: dict | None = field(default_factory=lambda: {"patients": 1700, "size": 128, "seed": 0})
     n_folds: int = 3
-    test_size: float = 0.2
+    test_size: float = 0.2  #: share of the images held out for test (test_split: stratified)
+    #: stratified (test_size of the images, patient-grouped) | official (the dataset's official test
+    #: images: NIH test_list.txt, MIMIC's split file, CheXpert valid.csv, VinDr's test set)
+    test_split: str = "stratified"
     split_seed: int = 0
     group: str = "patient"  #: patient | image
     #: compared variants, the first is the baseline: a refiner name, or a mapping
@@ -62,10 +69,13 @@ class StudyConfig:
         if self.n_folds < 2:
             raise ConfigError(f"n_folds: must be >= 2, got {self.n_folds}")
         check_dataset_options(self.dataset, self.dataset_options)  # keys the loader accepts, nothing set twice
+        check_test_split(self.dataset, self.dataset_options, self.test_split)  # an official test the data has
         if self.phantom is not None:
-            unknown = set(self.phantom) - set(PHANTOM_KEYS)
+            unknown = set(self.phantom) - {*PHANTOM_KEYS, "format"}
             if unknown:
-                raise ConfigError(f"phantom: unknown key(s) {sorted(unknown)} (known: patients, size, seed)")
+                raise ConfigError(f"phantom: unknown key(s) {sorted(unknown)} (known: patients, size, seed, format)")
+            if self.phantom.get("format", PHANTOM_FORMATS[0]) not in PHANTOM_FORMATS:
+                raise ConfigError(f"phantom.format: {self.phantom['format']!r} is not one of {PHANTOM_FORMATS}")
             for key, (low, what) in PHANTOM_KEYS.items():
                 value = self.phantom.get(key, low)
                 if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -98,9 +108,10 @@ class StudyConfig:
             for key in ("data", "dataset", "dataset_options", "splits", "fold", "out"):
                 if key in spec:
                     raise ConfigError(f"variants[{i}].{key}: set by the study")
-            if "on_bad_image" in spec:
-                raise ConfigError(f"variants[{i}].on_bad_image: set it once in train.on_bad_image "
-                                  f"(every variant trains and is evaluated on the same images)")
+            for key in ("on_bad_image", "image_policy"):
+                if key in spec:
+                    raise ConfigError(f"variants[{i}].{key}: set it once in train.{key} "
+                                      f"(every variant trains and is evaluated on the same images)")
             if spec["name"] in specs:
                 raise ConfigError(f"variants[{i}]: duplicate variant name {spec['name']!r}")
             specs[spec["name"]] = spec
@@ -110,6 +121,12 @@ class StudyConfig:
     def on_bad_image(self) -> str:
         """``error`` or ``exclude``: what the study does with unreadable images (``train.on_bad_image``)."""
         return self.train.get("on_bad_image", TrainConfig.on_bad_image)
+
+    @property
+    def image_policy(self) -> ImagePolicy:
+        """How the study's images of more than 8 bits are decoded (``train.image_policy``, defaults
+        filled in)."""
+        return ImagePolicy.parse(self.train.get("image_policy"), where="train.image_policy")
 
     @property
     def variant_names(self) -> list[str]:

@@ -44,7 +44,8 @@ def prepare(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
         from cxrkit.phantom.generate import code_digest, generate
 
         want = {"n_patients": cfg.phantom.get("patients", 1700), "size": cfg.phantom.get("size", 128),
-                "seed": cfg.phantom.get("seed", 0), "code_digest": code_digest()}
+                "seed": cfg.phantom.get("seed", 0), "format": cfg.phantom.get("format", "png"),
+                "code_digest": code_digest()}
         marker = root / "phantom.json"
         have = json.loads(marker.read_text()) if marker.is_file() else None
         if have is None or any(have.get(k) != v for k, v in want.items()) or not have.get("complete", True):
@@ -52,7 +53,7 @@ def prepare(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
             if have is not None and progress:
                 print(f"regenerating the phantom at {root}: its parameters or generator code changed", flush=True)
             generate(root, n_patients=want["n_patients"], size=want["size"], seed=want["seed"], progress=progress,
-                     overwrite=have is not None)
+                     overwrite=have is not None, image_format=want["format"])
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist: set 'data' in the parameter file to "
                                 f"your copy of the dataset (see README, 'Using a real dataset')")
@@ -60,13 +61,16 @@ def prepare(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
     fp = fingerprint(ds.table)
     meta = {"seed": cfg.split_seed, "n_folds": cfg.n_folds, "test_size": cfg.test_size, "group": cfg.group,
             "method": SPLIT_METHODS[cfg.group], "fingerprint": fp, "dataset": cfg.dataset, "data": str(root)}
+    if cfg.test_split == "official":  # the test share is the official test's, recorded by make_splits
+        meta = {k: v for k, v in meta.items() if k != "test_size"} | {"test_split": "official"}
     meta_file = cfg.splits_path.with_suffix(".json")
     current = json.loads(meta_file.read_text()) if meta_file.is_file() else None
-    if current is None or any(current.get(k) != v for k, v in meta.items() if k != "data"):
+    if current is None or any(current.get(k) != v for k, v in meta.items() if k != "data") or \
+            current.get("test_split", "stratified") != cfg.test_split:
         check_writable(cfg.splits_path.parent, "the study's folds",
                        "set 'runs' in the parameter file to a writable folder")
         splits = make_splits(ds.table, ds.labels, n_folds=cfg.n_folds, test_size=cfg.test_size,
-                             seed=cfg.split_seed, group=cfg.group)
+                             seed=cfg.split_seed, group=cfg.group, test_split=cfg.test_split)
         save_splits(splits, cfg.splits_path, {**meta, "provenance": environment()})
     else:
         load_splits(cfg.splits_path)
@@ -74,11 +78,12 @@ def prepare(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
 
 
 def load_dataset(cfg: StudyConfig) -> Any:
-    """The study's dataset as its training runs load it: every image decoded up front, a bad one
+    """The study's dataset as its training runs load it: every image decoded up front (under
+    ``train.image_policy``; ``ds.decoding`` counts how), a bad one
     raising or, with ``train: {on_bad_image: exclude}``, dropped and listed with its reason in
     ``ds.excluded`` and ``<runs>/<name>/excluded_images.csv``."""
     return create_dataset(cfg.dataset, root=cfg.data, on_bad_image=cfg.on_bad_image, report_dir=cfg.run_dir,
-                          **cfg.dataset_options)
+                          image_policy=cfg.image_policy, **cfg.dataset_options)
 
 
 def data_fingerprint(cfg: StudyConfig, progress: bool = False) -> str:
@@ -154,10 +159,13 @@ _KEEP = 4
 def _table(cfg: StudyConfig) -> pd.DataFrame:
     """:func:`dataset_table`, read once per process (not to be modified): the analyses look up
     labels and patients many times. A label file changed since (size or modification time of the
-    files directly in the data folder) is read again."""
+    files directly in the data folder or its ``annotations/``, and in each source's folder of a
+    merged dataset) is read again."""
     root = resolve(cfg.data)
+    folders = [root, *(root / s["data"] for s in cfg.dataset_options.get("sources") or [] if isinstance(s, dict))]
     key = (cfg.dataset, str(root), json.dumps(cfg.train.get("labels")),
-           json.dumps(cfg.dataset_options, sort_keys=True, default=str), _source_stamp(root))
+           json.dumps(cfg.dataset_options, sort_keys=True, default=str),
+           tuple(_source_stamp(f / sub) for f in folders for sub in ("", "annotations")))
     if key not in _TABLES:
         while len(_TABLES) >= _KEEP:
             _TABLES.pop(next(iter(_TABLES)))

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from cxrkit.data.images import load_image  # noqa: E402
+from cxrkit.data.images import ImagePolicy, load_image  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -31,15 +31,16 @@ def prevalence_bars(prev: pd.DataFrame, title: str = "Positive cases per label")
 
 
 def image_grid(table: pd.DataFrame, labels: Sequence[str], n: int = 12, seed: int = 0, size: int = 192,
-               cols: int = 4) -> plt.Figure:
-    """Paper Fig. 3: sample images with their positive labels (and view)."""
+               cols: int = 4, policy: ImagePolicy | None = None) -> plt.Figure:
+    """Paper Fig. 3: sample images with their positive labels (and view), decoded under ``policy``
+    (the study's ``image_policy``; None: defaults)."""
     rows = table.sample(n=min(n, len(table)), random_state=seed)
     nrows = int(np.ceil(len(rows) / cols))
     fig, axes = plt.subplots(nrows, cols, figsize=(3 * cols, 3.9 * nrows))
     for ax in np.ravel(axes):
         ax.axis("off")
     for ax, (_, r) in zip(np.ravel(axes), rows.iterrows()):
-        ax.imshow(load_image(r["path"], size), cmap="gray", vmin=0, vmax=255)
+        ax.imshow(load_image(r["path"], size, policy), cmap="gray", vmin=0, vmax=255)
         pos = [lab for lab in labels if r[lab] == 1]
         ax.set_title(f"{r['image']} ({r['view']})\n" + "\n".join(pos[:4]) + ("\n..." if len(pos) > 4 else ""),
                      fontsize=7)

@@ -6,6 +6,9 @@
 3. The sparse refiner's share of a training step of the paper backbone
    (seresnext101_32x4d) at 380 px (on the GPU when there is one).
 4. The patient bootstrap of the macro AUC.
+5. On the real label tables torchxrayvision ships (skipped, with a message, when it is not
+   installed, and by ``--quick``): the seconds of the patient-grouped folds of the NIH table, and
+   the patients image-level MIS leaks on CheXpert (:func:`cxrkit.tools.real_tables.real_table_bench`).
 
 The speed goals (:data:`GOALS`) are checked and printed; ``cxrkit bench`` exits with status 1
 when one is missed.
@@ -27,6 +30,7 @@ import torch
 from cxrkit.data.pipeline import Augment, CXRImages, UInt8Cache, make_loader, to_model_input
 from cxrkit.losses import create_loss
 from cxrkit.models import create_model, create_refiner
+from cxrkit.tools.real_tables import real_table_bench
 from cxrkit.training.config import TrainConfig
 from cxrkit.utils.files import write_json
 from cxrkit.utils.paths import data_dir, runs_dir
@@ -175,6 +179,7 @@ def run_bench(data: Path | None = None, out: Path | None = None, quick: bool = F
     rows.append({"benchmark": f"patient bootstrap of macro AUC, {n_boot} replicates",
                  "setting": f"{n_img} images x 14 labels, cpu", "images/s": float("nan"),
                  "seconds": bootstrap_seconds(n=n_img, n_boot=n_boot)})
+    rows += [] if quick else real_table_bench(out / "real_tables")
     result = pd.DataFrame(rows)
     goals = check_goals(result)
     result.to_csv(out / "bench.csv", index=False)

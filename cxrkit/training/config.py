@@ -32,12 +32,19 @@ class TrainConfig:
 
     # data
     data: str = "data/phantom"  #: dataset root folder
-    dataset: str = "gxs"  #: loader name: gxs | chexpert | nih | mimic
-    dataset_options: dict = field(default_factory=dict)  #: extra loader options (e.g. uncertain policy)
+    dataset: str = "gxs"  #: loader name: gxs | chexpert | nih | mimic | padchest | vindr | merged
+    #: the loader's options (views, uncertain policy, aggregation; a merged dataset's sources)
+    dataset_options: dict = field(default_factory=dict)
     labels: list | None = None  #: label subset (default: the dataset's labels)
     splits: str = "data/phantom/folds.csv"  #: folds.csv written by `cxrkit folds`
     fold: int = 0  #: validation fold index
     on_bad_image: str = "error"  #: error | exclude (writes excluded_images.csv next to the run)
+    #: how images of more than 8 bits become 8-bit (cxrkit.data.images.ImagePolicy; keys left out
+    #: keep these defaults): dicom_window header (the file's VOI LUT or window, else the percentile
+    #: window) | percentile; percentiles of the percentile window; png16 full (0..65535 onto 0..255)
+    #: | percentile
+    image_policy: dict = field(default_factory=lambda: {"dicom_window": "header", "percentiles": [0.5, 99.5],
+                                                        "png16": "full"})
     # model
     backbone: str = "test_resnet"  #: any timm model name; the paper: seresnext101_32x4d
     pretrained: str | None = None  #: local weight file (no hub access)
@@ -147,15 +154,17 @@ class TrainConfig:
             raise ConfigError(f"focal_grad: applies to the asl and rasl losses, not {self.loss!r}")
 
     def _validate_names(self) -> None:
-        """The dataset and its options, the refiner, the loss and the backbone exist (checked before
-        any data is read)."""
+        """The dataset and its options, the image policy, the refiner, the loss and the backbone
+        exist (checked before any data is read)."""
         import timm  # here, not at the top: reading parameters (the CLI) does not import torch
 
         from cxrkit.data.datasets import check_dataset_options
+        from cxrkit.data.images import ImagePolicy
         from cxrkit.losses import LOSSES
         from cxrkit.models import REFINERS
 
         check_dataset_options(self.dataset, self.dataset_options)
+        ImagePolicy.parse(self.image_policy)
 
         for key, known in (("refiner", REFINERS), ("loss", LOSSES)):
             if getattr(self, key) not in known:

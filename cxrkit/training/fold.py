@@ -4,7 +4,7 @@ checked (folds that fit the data, every image decoded) before any training start
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,18 @@ def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def files_digest(paths: list[Path]) -> str:
+    """:func:`file_digest` of one file; of several (a dataset's label, split and test files, a
+    merged dataset's sources), the short sha256 of their names and digests, in order."""
+    if len(paths) == 1:
+        return file_digest(paths[0])
+    text = "\n".join(f"{Path(p).name} {file_digest(p)}" for p in paths)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @dataclass
 class FoldData:
-    """The dataset table, its labels and the fold's row indices."""
+    """The dataset table, its labels, the fold's row indices and how the images are decoded."""
 
     table: pd.DataFrame
     labels: list[str]
@@ -35,6 +44,7 @@ class FoldData:
     data_fingerprint: str
     splits_fingerprint: str
     csv_digest: str = ""
+    decoding: dict[str, int] = field(default_factory=dict)  #: images decoded each way (CXRDataset.decoding)
 
 
 def _check_cache_dir(cfg: TrainConfig) -> None:
@@ -89,7 +99,7 @@ def load_fold(cfg: TrainConfig, report_dir: Path) -> FoldData:
     """Load and validate the dataset and the splits; every data error is raised here, before training.
 
     The folds are checked first, before any image is decoded (:func:`_fitting_folds`); then every
-    image is decoded (``on_bad_image``; reports go to ``report_dir``).
+    image is decoded under ``image_policy`` (``on_bad_image``; reports go to ``report_dir``).
 
     Raises:
         FileNotFoundError: no splits file.
@@ -106,7 +116,7 @@ def load_fold(cfg: TrainConfig, report_dir: Path) -> FoldData:
         _check_cache_dir(cfg)
     splits = _fitting_folds(cfg, root, splits_path)
     ds = create_dataset(cfg.dataset, root=root, labels=cfg.labels, on_bad_image=cfg.on_bad_image,
-                        report_dir=report_dir, **cfg.dataset_options)
+                        report_dir=report_dir, image_policy=cfg.image_policy, **cfg.dataset_options)
     table = ds.table  # without the excluded images, if any
     splits = splits.set_index("image").loc[table["image"]].reset_index()
     train_idx, val_idx = fold_indices(splits, cfg.fold)
@@ -115,4 +125,5 @@ def load_fold(cfg: TrainConfig, report_dir: Path) -> FoldData:
         raise ConfigError(f"validation fold {cfg.fold} of {splits_path} ({len(val_idx)} images): no label has both "
                           f"positives and negatives, so its macro AUC (the model-selection metric) is undefined")
     return FoldData(table, ds.labels, np.asarray(train_idx), np.asarray(val_idx), np.asarray(test_indices(splits)),
-                    fingerprint(ds.table_before_exclusion), file_digest(splits_path), file_digest(ds.csv))
+                    fingerprint(ds.table_before_exclusion), file_digest(splits_path), files_digest(ds.source_files),
+                    decoding=ds.decoding)

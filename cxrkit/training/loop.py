@@ -10,7 +10,8 @@ checkpoints (:mod:`~cxrkit.training.checkpoint`), and finally the predictions
 (:mod:`~cxrkit.training.finish`).
 
 A run folder holds: ``params.json`` and ``provenance.json`` (parameters, git revision, package
-versions, device, data fingerprint), ``history.csv`` (one row per epoch), ``last.pt`` (written
+versions, device, data fingerprint, ``image_decoding``: the image policy with every default filled
+in, the decoder version and how many images were decoded each way), ``history.csv`` (one row per epoch), ``last.pt`` (written
 atomically after every epoch; an interrupted run resumes from it), ``best.pt`` (the evaluated
 model of the epoch with the best validation macro AUC: the EMA, or with ``ema_refiner: false``
 the EMA backbone and the live refiner), ``pred_val.csv`` / ``pred_test.csv`` (with flip
@@ -26,6 +27,7 @@ from typing import Any
 
 import torch
 
+from cxrkit.data.images import DECODE_VERSION, ImagePolicy
 from cxrkit.evaluation.inference import resolve_amp
 from cxrkit.training.checkpoint import save_best, save_last
 from cxrkit.training.config import TrainConfig
@@ -106,7 +108,9 @@ def _write_record(out: Path, params: dict[str, Any], device: torch.device, dist:
         "data_fingerprint": data.data_fingerprint, "splits_fingerprint": data.splits_fingerprint,
         "csv_sha256": data.csv_digest, "n_train": len(data.train_idx), "n_val": len(data.val_idx),
         "n_test": len(data.test_idx), "world_size": dist.world,
-        "resumed_from_epoch": state["epoch"] if state else None})
+        "resumed_from_epoch": state["epoch"] if state else None,
+        "image_decoding": {"policy": ImagePolicy.parse(params["image_policy"]).as_dict(),
+                           "decoder_version": DECODE_VERSION, "images": data.decoding}})
 
 
 def _epoch(run: Run, progress: Progress, identity: dict[str, str], fault_hook: FaultHook | None) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cxrkit.data.images import ImagePolicy
 from cxrkit.data.pipeline import Augment, CXRImages, UInt8Cache, make_loader
 from cxrkit.data.tables import label_matrix
 from cxrkit.losses import create_loss
@@ -132,20 +133,22 @@ def set_up(cfg: TrainConfig, data: FoldData, dist: Dist, device: torch.device, a
 
 def _subsets(cfg: TrainConfig, data: FoldData, dist: Dist, y: np.ndarray) -> Subset:
     """The images of any rows, from the pre-resized uint8 cache (``cache: true``; rank 0 builds it,
-    the others then open it) or decoded from their files."""
+    the others then open it) or decoded from their files, under the run's ``image_policy``."""
     paths = data.table["path"].tolist()
+    policy = ImagePolicy.parse(cfg.image_policy)
     cache = None
     if cfg.cache:  # rank 0 builds the cache file, the others then open it
         if dist.main:
-            cache = UInt8Cache(paths, cfg.image_size, data_dir() / "cache", progress=cfg.progress)
+            cache = UInt8Cache(paths, cfg.image_size, data_dir() / "cache", progress=cfg.progress, policy=policy)
         dist.barrier()
-        cache = cache or UInt8Cache(paths, cfg.image_size, data_dir() / "cache")
+        cache = cache or UInt8Cache(paths, cfg.image_size, data_dir() / "cache", policy=policy)
 
     def subset(idx: np.ndarray, augment: Augment | None) -> CXRImages:
         c = None
         if cache is not None:
             c = _Indexed(cache, idx)
-        return CXRImages([paths[i] for i in idx], y[idx], cfg.image_size, augment=augment, cache=c, seed=cfg.seed)
+        return CXRImages([paths[i] for i in idx], y[idx], cfg.image_size, augment=augment, cache=c, seed=cfg.seed,
+                         policy=policy)
 
     return subset
 

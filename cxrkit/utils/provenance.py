@@ -20,6 +20,7 @@ from cxrkit.utils.paths import project_root
 PACKAGES = (
     "cxrkit", "torch", "torchvision", "timm", "numpy", "pandas", "scikit-learn",
     "iterative-stratification", "pillow", "papermill",
+    "pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle",  # image decoding
 )
 
 

@@ -2,8 +2,8 @@
 image decoded up front (:class:`CXRDataset`). One subclass per source format lives next to it.
 
 Nothing is silently dropped, zero-filled or clipped: the only row removals are explicit
-(``frontal_only=True``, ``on_bad_image="exclude"`` with a written report, MIMIC images without a
-label row, logged with counts).
+(``views``, ``frontal_only=True``, ``on_bad_image="exclude"`` with a written report, MIMIC images
+without a label row), logged and counted in ``quality``.
 """
 
 from __future__ import annotations
@@ -18,17 +18,21 @@ import numpy as np
 import pandas as pd
 
 from cxrkit.data.datasets.fields import Built
-from cxrkit.data.images import REORIENTED_COLUMNS, REORIENTED_REPORT
+from cxrkit.data.datasets.known import refuse_known_bad, with_known_reasons
+from cxrkit.data.images import REORIENTED_COLUMNS, REORIENTED_REPORT, ImagePolicy, decoding_counts
 from cxrkit.data.images import (
     scan_images as _scan_image_files,  # __init__ has a parameter check_images
 )
 from cxrkit.data.labels import LABELS, check_labels
 from cxrkit.data.tables import MISSING_SPELLINGS, DataError, bad_keys, lines_of, listing
+from cxrkit.data.views import FRONTAL_VIEWS, LATERAL_VIEWS, parse_views, select_views
 from cxrkit.utils.paths import resolve
 
 logger = logging.getLogger("cxrkit.datasets")  # one logger for every loader (the name users filter on)
 
 SAMPLE_PATHS = 50  # image paths probed to tell a wrong image directory from a few missing files
+#: Options every format takes, with their defaults: ``views`` (:mod:`cxrkit.data.views`; None = all).
+COMMON_OPTIONS: dict[str, Any] = {"views": None}
 
 
 class CXRDataset:
@@ -45,14 +49,22 @@ class CXRDataset:
         report_dir: where the exclusion report goes (required with ``"exclude"``), and
             ``reoriented_images.csv`` when images were decoded with their EXIF orientation.
         workers: threads for the image check.
+        image_policy: how images of more than 8 bits (DICOM, 16-bit PNG) are decoded
+            (:class:`cxrkit.data.images.ImagePolicy` or a mapping of its options; None = defaults).
         **format_options: the format's options (see each class's ``options``).
 
     Attributes:
         table: the common table.
         labels: its label columns.
+        quality: what the loader kept, dropped or set missing, by step (``views``: the views kept
+            and the images kept and dropped per view; format steps such as CheXpert's ages of 0
+            set missing), for the data-quality report.
+        side_files: label files read besides ``csv`` (split lists, metadata, a test file).
         excluded: excluded rows (image, path, reason); empty unless ``on_bad_image="exclude"``.
         reoriented: rows whose image is stored rotated or mirrored and decoded upright
             (image, path, exif_orientation, applied); filled by the image check.
+        decoding: how many of the kept images are decoded each way (e.g. ``{"PNG 8-bit": 3}``);
+            filled by the image check.
 
     Raises:
         DataError: bad files, columns, rows or images (see the module docstring).
@@ -61,10 +73,19 @@ class CXRDataset:
     name: ClassVar[str]
     #: Labels this format provides, in table order.
     all_labels: ClassVar[tuple[str, ...]] = LABELS
-    #: Format options and their defaults.
+    #: Format options and their defaults (every format also takes :data:`COMMON_OPTIONS`).
     options: ClassVar[dict[str, Any]] = {}
     #: Glob patterns (relative to root) tried in order for the default CSV.
     default_csv: ClassVar[tuple[str, ...]] = ()
+    #: Values the format's ``view`` column can hold (:mod:`cxrkit.data.views`); empty: it records
+    #: no view, and a ``views`` option is refused.
+    view_values: ClassVar[tuple[str, ...]] = (*FRONTAL_VIEWS, *LATERAL_VIEWS)
+    #: Where the format's official test images are (``official_split == "test"``), for
+    #: ``test_split: official``; None: it has none.
+    official_test: ClassVar[str | None] = None
+    #: Image names the public release is known to hold unreadable -> why (refused, or excluded
+    #: with ``on_bad_image="exclude"``, when the image check finds them unusable).
+    known_bad: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -76,47 +97,40 @@ class CXRDataset:
         on_bad_image: str = "error",
         report_dir: str | os.PathLike | None = None,
         workers: int | None = None,
+        image_policy: ImagePolicy | dict[str, Any] | None = None,
         **format_options: Any,
     ) -> None:
         self.root = resolve(root).resolve()
         if not self.root.is_dir():
             raise DataError(f"{self.name}: dataset root {self.root} is not a directory")
-        unknown = sorted(set(format_options) - set(self.options))
+        defaults = self.option_defaults()
+        unknown = sorted(set(format_options) - set(defaults))
         if unknown:
-            raise DataError(
-                f"{self.name}: unknown option(s) {unknown}; accepted: {sorted(self.options)}"
-            )
-        self.format_options: dict[str, Any] = {**self.options, **format_options}
+            raise DataError(f"{self.name}: unknown option(s) {unknown}; accepted: {sorted(defaults)}")
+        self.check_options(format_options, where=self.name)
+        self.format_options: dict[str, Any] = {**defaults, **format_options}
         if on_bad_image not in ("error", "exclude"):
             raise DataError(f"on_bad_image must be 'error' or 'exclude', got {on_bad_image!r}")
         if on_bad_image == "exclude" and report_dir is None:
             raise DataError("on_bad_image='exclude' requires report_dir for excluded_images.csv")
+        self.quality: dict[str, Any] = {}
         self.labels: list[str] = self._select_labels(labels)
         self.csv: Path = self._find_csv(csv)
+        self.side_files: list[Path] = []
         self.images_dir: Path = (
             self.root / images if images is not None else self._default_images()
         ).resolve()
 
         built = self._build()
         self._check_table(built)
-        table = built.table
+        table = self._select_views(built)
         self.excluded = pd.DataFrame(columns=["image", "path", "reason"], dtype=object)
         self.reoriented = pd.DataFrame(columns=list(REORIENTED_COLUMNS), dtype=object)
         self.table_before_exclusion: pd.DataFrame | None = None
+        self.image_policy = ImagePolicy.parse(image_policy)
+        self.decoding: dict[str, int] = {}
         if check_images:
-            self._check_directory(table)
-            bad, turned = _scan_image_files(table["path"].tolist(), workers=workers)
-            if on_bad_image == "exclude":
-                self.table_before_exclusion = table.reset_index(drop=True)
-                table = self._exclude(table, bad, report_dir)  # type: ignore[arg-type]
-            elif len(bad):
-                items = [f"{p} ({r})" for p, r in zip(bad["path"], bad["reason"], strict=True)]
-                raise DataError(
-                    f"{self.name}: {len(bad)} of {len(table)} images are unusable: "
-                    f"{listing(items)}; pass on_bad_image='exclude' and report_dir= to drop "
-                    "them with a report"
-                )
-            self._record_reoriented(table, turned, report_dir)
+            table = self._check_images(table, on_bad_image, report_dir, workers)
         table = table.reset_index(drop=True)
         table.attrs.update(labels=list(self.labels), dataset=self.name, source=str(self.csv))
         self.table: pd.DataFrame = table
@@ -125,11 +139,62 @@ class CXRDataset:
         else:
             self.table_before_exclusion = table
 
+    def _check_images(self, table: pd.DataFrame, on_bad_image: str, report_dir: str | os.PathLike | None,
+                      workers: int | None) -> pd.DataFrame:
+        """Decode every image up front: refuse the unusable ones, or exclude them with a report."""
+        self._check_directory(table)
+        if on_bad_image == "error":
+            refuse_known_bad(self.name, self.known_bad, table, workers, self.image_policy)
+        scan = _scan_image_files(table["path"].tolist(), workers=workers, policy=self.image_policy)
+        bad, turned = scan.bad, scan.reoriented
+        bad = with_known_reasons(self.known_bad, table, bad)
+        if on_bad_image == "exclude":
+            self.table_before_exclusion = table.reset_index(drop=True)
+            table = self._exclude(table, bad, report_dir)  # type: ignore[arg-type]
+        elif len(bad):
+            items = [f"{p} ({r})" for p, r in zip(bad["path"], bad["reason"], strict=True)]
+            raise DataError(
+                f"{self.name}: {len(bad)} of {len(table)} images are unusable: "
+                f"{listing(items)}; pass on_bad_image='exclude' and report_dir= to drop "
+                "them with a report"
+            )
+        self._record_reoriented(table, turned, report_dir)
+        self.decoding = decoding_counts(scan.decoded, table["path"])
+        return table
+
     def __len__(self) -> int:
         return len(self.table)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r}, rows={len(self)}, labels={len(self.labels)})"
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        """Every option the format accepts with its default: :data:`COMMON_OPTIONS` and its own."""
+        return {**COMMON_OPTIONS, **cls.options}
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], where: str = "dataset_options") -> None:
+        """Check the values of format options (the keys are checked by
+        :func:`cxrkit.data.datasets.check_dataset_options`) before any file is read.
+
+        Raises:
+            ConfigError: naming ``where.key`` (e.g. a ``views`` the format cannot honour).
+        """
+        if options.get("views") is not None:
+            parse_views(options["views"], cls.name, cls.view_values, f"{where}.views")
+
+    @classmethod
+    def official_test_problem(cls, options: dict[str, Any]) -> str | None:
+        """Why ``test_split: official`` cannot be honoured with ``options``, or None when it can."""
+        if cls.official_test is None:
+            return f"dataset {cls.name!r} has no official test split"
+        return None
+
+    @property
+    def source_files(self) -> list[Path]:
+        """Every label file the table was read from: ``csv`` and ``side_files``."""
+        return [self.csv, *self.side_files]
 
     # -- hooks
 
@@ -200,6 +265,28 @@ class CXRDataset:
         no_pid = pid.isna() | pid.astype(str).str.strip().isin(MISSING_SPELLINGS)
         if no_pid.any():
             raise DataError(f"{file}: missing patient id at {lines_of(no_pid, lines)}")
+
+    def _select_views(self, built: Built) -> pd.DataFrame:
+        """The rows of the ``views`` option (all without one); counts in ``quality["views"]``.
+
+        Raises:
+            DataError: no image of the file records a view, or none has a view asked for.
+        """
+        table, _, file = built
+        wanted = self.format_options.get("views")
+        if wanted is None:
+            return table
+        keep = parse_views(wanted, self.name, self.view_values)
+        if table["view"].isna().all():
+            raise DataError(f"{file}: views {wanted!r} asked for, but no image of it records a view")
+        mask, counts = select_views(table["view"], keep)
+        if not mask.any():
+            raise DataError(f"{self.name}: views {wanted!r} keep none of the {len(table)} images of {file} "
+                            f"(their views: {counts['dropped_views']})")
+        self.quality["views"] = counts
+        logger.info("%s: views %s kept %d of %d images, dropped %d (%s)", self.name, counts["views"],
+                    counts["kept"], len(table), counts["dropped"], counts["dropped_views"])
+        return table.loc[mask]
 
     def _check_directory(self, table: pd.DataFrame) -> None:
         """One clear error when the image folder does not match the CSV at all."""

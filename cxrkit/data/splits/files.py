@@ -35,8 +35,8 @@ def save_splits(splits: pd.DataFrame, path: str | Path, meta: dict[str, Any]) ->
     """Write ``folds.csv`` (the splits table) and ``folds.json`` (parameters and counts).
 
     ``folds.json`` holds ``seed``, ``n_folds``, ``test_size``, ``group`` (from ``meta`` or else
-    ``splits.attrs``), ``labels``, the ``fingerprint`` of the data, images/patients per part, and
-    any other ``meta`` entries. Both files are written atomically.
+    ``splits.attrs``), ``labels``, ``test_split`` (``official`` splits only), the ``fingerprint``
+    of the data, images/patients per part, and any other ``meta`` entries. Both files are written atomically.
 
     Args:
         splits: a splits table (from :func:`make_splits`).
@@ -64,8 +64,9 @@ def save_splits(splits: pd.DataFrame, path: str | Path, meta: dict[str, Any]) ->
         record[key] = meta.get(key, splits.attrs.get(key))
     if "labels" in splits.attrs:
         record["labels"] = list(splits.attrs["labels"])
-    if "method" in splits.attrs:
-        record["method"] = splits.attrs["method"]
+    for key in ("method", "test_split"):
+        if key in splits.attrs:
+            record[key] = splits.attrs[key]
     record.update({k: v for k, v in meta.items() if k not in record})
     record["counts"] = _counts(splits)
 
