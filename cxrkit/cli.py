@@ -1,4 +1,4 @@
-"""``cxrkit`` command line: synth, oracle, folds, train, predict, evaluate, study, screenshot, bench.
+"""``cxrkit`` command line: synth, oracle, folds, train, predict, infer, evaluate, study, screenshot, bench.
 
 Options mirror the parameter names used by the parameter files and notebooks (``image_size``
 is ``--image-size``). Relative paths are resolved from the project root.
@@ -57,9 +57,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
     """``cxrkit synth``: write a phantom dataset."""
     from cxrkit.phantom.generate import generate
     from cxrkit.phantom.model import PhantomConfig
+    from cxrkit.phantom.site import get_site
 
+    try:  # a preset name, or a YAML/JSON mapping of site fields
+        site = get_site(yaml.safe_load(args.site), where="--site")
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(str(exc)) from None
     check_writable(resolve(args.out), "the phantom", "choose a writable folder with --out")
-    cfg = PhantomConfig(report_noise=not args.no_report_noise, uncertain_rate=args.uncertain_rate)
+    cfg = PhantomConfig(report_noise=not args.no_report_noise, uncertain_rate=args.uncertain_rate, site=site)
     info = generate(resolve(args.out), n_patients=args.patients, size=args.size, seed=args.seed, config=cfg,
                     workers=args.workers, progress=not args.quiet, overwrite=args.overwrite, image_format=args.format)
     print(json.dumps(info, indent=2, default=str))
@@ -163,6 +168,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_infer(args: argparse.Namespace) -> int:
+    """``cxrkit infer``: predict new images (a folder, a glob, a dataset) with trained runs."""
+    from cxrkit.study import infer, load_study, variant_runs
+
+    if (args.study is None) != (args.variant is None):
+        raise ConfigError("--study and --variant go together (the variant's folds are the runs)")
+    runs = [*args.runs, *(variant_runs(load_study(args.study), args.variant) if args.study else [])]
+    table, meta = infer(runs, images=args.images, dataset=args.dataset, data=args.data,
+                        dataset_options=args.dataset_options, out=args.out, device=args.device,
+                        batch_size=args.batch_size, workers=args.workers, tta=args.tta, amp=args.amp,
+                        on_bad_image=args.on_bad_image, progress=not args.quiet)
+    print(f"wrote {resolve(args.out)}: {len(table)} images ({meta['excluded']} excluded), mean of {len(runs)} "
+          f"run(s), flip TTA {'on' if args.tta else 'off'}, labels {meta['label_alignment'] or len(table.columns) - 1}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``cxrkit evaluate``: metrics of one prediction file, or the paired difference of two."""
     from cxrkit.evaluation.evaluate import evaluate_files
@@ -180,7 +201,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         write_json(out.with_suffix(".json"), {"predictions": [str(resolve(p)) for p in args.predictions],
                                               "data": str(resolve(args.data)), "threshold": args.threshold,
                                               "bootstrap": args.bootstrap, "seed": args.seed,
-                                              "summary": report["lines"], **environment()})
+                                              "summary": report["lines"], "labels": report["labels"],
+                                              **environment()})
         print(f"wrote {out}")
     return 0
 
@@ -198,7 +220,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     """``cxrkit study``: run a study's notebooks and write its report."""
     from cxrkit.study import run_study
 
-    result = run_study(args.file, force=args.force, only=args.only, jobs=args.jobs)
+    result = run_study(args.file, force=args.force, only=args.only, jobs=args.jobs, executor=args.executor)
     print(f"report: {result['index']}")
     return 0
 
@@ -228,8 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``cxrkit`` command."""
     p = argparse.ArgumentParser(prog="cxrkit", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_synth, _add_oracle, _add_folds, _add_train, _add_predict, _add_evaluate, _add_study,
-                _add_screenshot, _add_bench):
+    for add in (_add_synth, _add_oracle, _add_folds, _add_train, _add_predict, _add_infer, _add_evaluate,
+                _add_study, _add_screenshot, _add_bench):
         add(sub)
     return p
 
@@ -243,6 +265,10 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--format", choices=("png", "png16", "dicom"), default="png",
                    help="image files: 8-bit PNG, 16-bit PNG or DICOM (.dcm; MONOCHROME1/2, 12-bit, rescale and "
                         "VOI window); every format decodes to the same pixels")
+    s.add_argument("--site", default="default",
+                   help="the hospital: a preset (default | site_b: another population, labeller and scanner) or a "
+                        "YAML mapping of site fields, e.g. '{preset: site_b, flip_pos_to_neg: 0.2, scanner: "
+                        "{crop: 0.95}}'; the oracle follows the site's label model")
     s.add_argument("--workers", type=int, default=None)
     s.add_argument("--uncertain-rate", type=float, default=0.0)
     s.add_argument("--no-report-noise", action="store_true")
@@ -290,6 +316,26 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_predict)
 
 
+def _add_infer(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("infer", help="predict new images with trained runs (fold ensemble, flip TTA)")
+    s.add_argument("runs", nargs="*", help="run folders (or --study FILE --variant NAME: its folds)")
+    s.add_argument("--study", help="study parameter file")
+    s.add_argument("--variant", help="the study's variant whose folds predict")
+    s.add_argument("--images", help="a folder (every file is an image), a glob ('new/**/*.dcm') or a file")
+    _add_data_options(s)  # instead of --images: a dataset read by its loader
+    s.set_defaults(data=None, dataset=None)
+    s.add_argument("--out", required=True, help="prediction CSV (a .json sidecar with the provenance goes beside it)")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    s.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True, help="flip TTA")
+    s.add_argument("--amp", choices=("auto", "fp16", "bf16", "off"), default="auto")
+    s.add_argument("--on-bad-image", choices=("error", "exclude"), default="error",
+                   help="exclude: predict the usable images, list the others in <out>_excluded.csv")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_infer)
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("evaluate", help="metrics of one prediction file, or the paired difference of two")
     s.add_argument("predictions", nargs="+", help="one file, or two (baseline first) for a paired comparison")
@@ -306,9 +352,14 @@ def _add_study(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-f", "--file", default="params/default.yaml", help="study parameter file")
     s.add_argument("--force", action="store_true", help="re-run steps whose inputs did not change")
     s.add_argument("--only", nargs="+", help="run only steps whose name starts with one of these")
-    s.add_argument("--jobs", type=_jobs, default=1,
+    s.add_argument("--jobs", type=_jobs, default=None,
                    help="training notebooks run in parallel (one GPU each when GPUs are present); "
-                        "'auto': one per GPU, else 2 on a CPU with >= 2 cores")
+                        "'auto': one per GPU, else 2 on a CPU with >= 2 cores (default 1); with a cluster "
+                        "executor, the most jobs at a time (default: all)")
+    s.add_argument("--executor", choices=("local", "slurm", "local-submitit"), default="local",
+                   help="where training notebooks run: here (local), one SLURM job each through submitit as the "
+                        "study file's 'cluster:' block asks (slurm; needs cxrkit[slurm]), or the same jobs as "
+                        "local processes (local-submitit)")
     s.set_defaults(func=cmd_study)
 
 

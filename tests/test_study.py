@@ -70,6 +70,12 @@ def test_paper_file_is_the_paper_configuration():
     ({"phantom": {"patients": 120, "size": 64.0, "seed": 0}}, "phantom.size: must be an integer >= 16"),
     ({"phantom": {"patients": 120, "size": 64, "seed": -1}}, "phantom.seed: must be an integer >= 0"),
     ({"phantom": {"patients": 120, "size": 64, "seed": True}}, "phantom.seed: must be an integer >= 0"),
+    ({"calibration_bins": 1}, "calibration_bins: must be an integer >= 2, got 1"),
+    ({"calibration_bins": 10.0}, "'calibration_bins' must be int"),
+    ({"target_sensitivity": 1.0}, r"target_sensitivity: must be in \(0, 1\), got 1.0"),
+    ({"age_bands": [65, 50]}, r"age_bands: must be a non-empty list of increasing ages \(band edges\), got \[65, 50\]"),
+    ({"age_bands": []}, "age_bands: must be a non-empty list"),
+    ({"age_bands": ["50"]}, "age_bands: must be a non-empty list"),
 ])
 def test_bad_study_parameters_fail_before_anything_runs(tmp_path, change, match):
     with pytest.raises(ConfigError, match=match):
@@ -114,7 +120,7 @@ def test_smoke_study_writes_the_report(smoke_study):
     report = cfg.report_dir
     index = Path(result["index"]).read_text()
     steps = json.loads((report / "steps.json").read_text())
-    assert len(steps) == 2 + cfg.n_folds * len(cfg.variant_names) + 3
+    assert len(steps) == 2 + cfg.n_folds * len(cfg.variant_names) + 5
     assert all(s["status"] == "ok" for s in steps.values())
     for name in steps:
         assert (report / "notebooks" / f"{name}.html").is_file()
@@ -123,14 +129,19 @@ def test_smoke_study_writes_the_report(smoke_study):
     for fig in ("fig2_label_prevalence", "fig3_sample_images", "fig4_fold_agreement", "fig5a_label_correlation",
                 "fig5b_prediction_correlation", "fig6_across_fold_std", "fig7_coupling_sparse",
                 "fig8_probability_histograms", "ablation_paired_differences", "coupling_true_vs_learned",
-                "fig7_coupling_cooc_gcn", "coupling_side_by_side", "gain_vs_cooccurrence_sparse_vs_none"):
+                "fig7_coupling_cooc_gcn", "coupling_side_by_side", "gain_vs_cooccurrence_sparse_vs_none",
+                "calibration_ece", "reliability_pooled", "reliability_per_label", "operating_points", "subgroup_gaps",
+                "saliency_examples", "saliency_pointing_game"):
         assert fig in figures, fig
         assert f"figures/{fig}.png" in index
     tables = {p.stem for p in (report / "tables").glob("*.csv")}
     assert {"fold_balance", "table_i", "final_test_auc", "ablation_per_fold", "coupling_recovery",
             "oracle_by_split", "image_split_leakage", "data_quality", "ablation_threshold_metrics",
             "gain_vs_cooccurrence", "excluded_images", "ablation_per_label_delta_ap",
-            "gain_vs_cooccurrence_trend", "ablation_coupling_recovery"} <= tables
+            "gain_vs_cooccurrence_trend", "ablation_coupling_recovery", "calibration_overview",
+            "calibration_per_label", "calibration_maps", "operating_points", "subgroup_auc", "subgroup_gaps",
+            "subgroup_operating_points", "cardiomegaly_by_view",
+            "saliency_pointing_game", "saliency_energy_share", "saliency_summary", "saliency_scores"} <= tables
     # every file in figures/ and tables/ was written by a step of this study and is listed
     manifest = json.loads((report / "outputs.json").read_text())
     assert set(manifest) <= set(steps)
@@ -153,6 +164,12 @@ def test_smoke_study_writes_the_report(smoke_study):
     assert "Training runs" in index and index.count("<td>sparse</td>") == cfg.n_folds
     heads = json.loads((report / "headlines.json").read_text())
     assert 0 < heads["05_ablation"]["test_oracle"] <= 1
+    assert set(heads["09_saliency"]) == {f"pointing_game_{v}" for v in [*cfg.variant_names, "centre"]}
+    assert all(0 <= v <= 1 for v in heads["09_saliency"].values())
+    assert {"ece_macro_sparse", "ece_macro_oracle", "operating_points_sparse_youden", "cardiomegaly_by_view"} <= set(
+        heads["08_trust"])
+    ops = pd.read_csv(report / "tables" / "operating_points.csv")  # the table to ship with the model
+    assert list(ops.columns[:4]) == ["variant", "label", "method", "threshold"] and len(ops) == 2 * 14
     top = (report.parent / "index.html").read_text()  # reports/index.html: the whole study, links into smoke/
     assert cfg.description in top and "href='smoke/index.html'" in top
     for name in steps:
@@ -178,7 +195,7 @@ def test_rerun_skips_unchanged_steps(smoke_study, capsys):
     cfg = load_study(params)
     run_study(params, progress=True)
     out = capsys.readouterr().out
-    assert "[run ]" not in out and out.count("[skip]") == 2 + cfg.n_folds * len(cfg.variant_names) + 3
+    assert "[run ]" not in out and out.count("[skip]") == 2 + cfg.n_folds * len(cfg.variant_names) + 5
 
 
 @pytest.mark.slow
@@ -225,8 +242,8 @@ def test_parallel_jobs_run_training_notebooks_at_the_same_time(tmp_path, fake_no
     for first, second in zip(train[::2], train[1::2]):  # each pair started before either ended
         starts = {events.index(("start", first)), events.index(("start", second))}
         assert max(starts) < min(events.index(("end", first)), events.index(("end", second)))
-    assert fake_notebooks.ran[:2] == ["01_explore", "02_folds"] and fake_notebooks.ran[-3:] == [
-        "04_coupling", "05_ablation", "06_fold_agreement"]  # the other steps one at a time, in order
+    assert fake_notebooks.ran[:2] == ["01_explore", "02_folds"] and fake_notebooks.ran[-5:] == [
+        "04_coupling", "05_ablation", "06_fold_agreement", "08_trust", "09_saliency"]  # the other steps one at a time, in order
     assert json.loads((Path(result["report_dir"]) / "provenance.json").read_text())["jobs"] == 2
 
 
@@ -259,7 +276,7 @@ def test_rerun_replaces_outputs_and_removed_steps_leave_the_report(tmp_path, fak
     report = cfg.report_dir
     run.extra = {"only_in_first_run": 1.0}
     run_study(params, progress=False)
-    assert len(run.ran) == 2 + 3 * 3 + 3
+    assert len(run.ran) == 2 + 3 * 3 + 5
     gcn = "03_train_fold1_refinercooc_gcn"
     assert (report / "tables" / f"table_{gcn}_v1.csv").is_file()
     manifest = json.loads((report / "outputs.json").read_text())
@@ -284,7 +301,7 @@ def test_rerun_replaces_outputs_and_removed_steps_leave_the_report(tmp_path, fak
     steps = json.loads((report / "steps.json").read_text())
     assert list(steps) == ["01_explore", "02_folds", "03_train_fold0_refinernone", "03_train_fold1_refinernone",
                            "03_train_fold0_refinersparse", "03_train_fold1_refinersparse", "04_coupling",
-                           "05_ablation", "06_fold_agreement"]
+                           "05_ablation", "06_fold_agreement", "08_trust", "09_saliency"]
     for where in ("headlines.json", "outputs.json", "index.html"):
         assert "cooc_gcn" not in (report / where).read_text(), where
     assert not list(report.glob("**/*cooc_gcn*")) and not list(report.glob("**/*fold2*"))
@@ -296,7 +313,7 @@ def test_rerun_replaces_outputs_and_removed_steps_leave_the_report(tmp_path, fak
 def test_changed_data_reruns_every_step(tmp_path, fake_notebooks):
     run = fake_notebooks
     params = _fake_study(tmp_path, variants=["none"])
-    n_steps = 2 + 2 + 3
+    n_steps = 2 + 2 + 5
     run_study(params, progress=False)
     assert len(run.ran) == n_steps
     run.ran.clear()
@@ -341,7 +358,7 @@ def test_top_level_index_carries_every_study(tmp_path, fake_notebooks):
         assert f"href='{cfg.name}/index.html'" in top and (cfg.report_dir / "index.html").is_file()
     # status, duration and headline of each step, in that study's section
     section_b = top[top.index("<section id='study_b'>"):]
-    assert section_b.count("class='ok'>ok") == 2 + 2 * 2 + 3 and "version: 1" in section_b
+    assert section_b.count("class='ok'>ok") == 2 + 2 * 2 + 5 and "version: 1" in section_b
     assert top.index("<section id='study_a'>") < top.index("<section id='study_b'>")
 
 

@@ -64,6 +64,14 @@ TEST_IMAGES = {
 TEST_PATIENT = {f"t{i}": f"q{min(i, 6)}" for i in range(8)}
 
 
+# Metadata (08_trust's subgroups): every training-part image M, 40, PA; the test split all F, ages 30
+# (t0-t3: band <50) and 70 (t4-t7: >=65), AP films t0 t2 t4 t6 and PA films t1 t3 t5 t7 (patient q6
+# has one of each: t6 AP, t7 PA).
+TEST_META = {f"t{i}": {"Sex": "F", "Age": 30 if i < 4 else 70, "ViewPosition": "AP" if i % 2 == 0 else "PA"}
+             for i in range(8)}
+TRAIN_META = {"Sex": "M", "Age": 40, "ViewPosition": "PA"}
+
+
 def _patient(image: str) -> str:
     return TEST_PATIENT.get(image, "p" + image)
 
@@ -159,10 +167,11 @@ def _write_table(root: Path) -> None:
     rows = []
     for images in (*FOLD_IMAGES.values(), TEST_IMAGES):
         for image, active in images.items():
-            rows.append({"Image_name": image, "Patient_ID": _patient(image),
+            rows.append({"Image_name": image, "Patient_ID": _patient(image), **TEST_META.get(image, TRAIN_META),
                          **dict(zip(ACTIVE, active, strict=True)), **{lab: 0 for lab in INACTIVE}})
     root.mkdir(parents=True)
-    pd.DataFrame(rows, columns=["Image_name", "Patient_ID", *LABELS]).to_csv(root / "train.csv", index=False)
+    pd.DataFrame(rows, columns=["Image_name", "Patient_ID", *TRAIN_META, *LABELS]).to_csv(root / "train.csv",
+                                                                                      index=False)
 
 
 def _scores(images: dict[str, tuple], kinds: tuple) -> np.ndarray:
@@ -665,3 +674,146 @@ def test_loader_report_lists_the_loaders_counts_and_the_decoding():
                     ("views: dropped_views", "LATERAL", 3), ("age_zero", "", 2), ("images decoded as", "PNG 8-bit", 5),
                     ("images decoded as", "DICOM MONOCHROME1, window centre/width", 2)]
     assert A.loader_report({}, {}).empty and list(A.loader_report({}, {}).columns) == ["what", "item", "value"]
+
+
+# --- 08_trust: calibration, operating points, subgroups of the hand-made study ------------------------
+def test_trust_calibration_of_the_test_ensembles(study):
+    from scipy.special import expit, logit
+
+    cal = S.calibration(study)
+    table = cal["table"]
+    assert list(table.index.names) == ["variant", "calibration", "label"]
+    assert list(table.index.get_level_values("variant").unique()) == study.variant_names  # no oracle: not a phantom
+    assert list(table.columns) == ["entries", "positives", "mean predicted", "observed", "ECE", "Brier", "bins"]
+    none = table.xs(("none", "none"), level=("variant", "calibration"))
+    # `none`'s test ensemble, 10 equal-mass bins (tied scores share a bin):
+    #   A  .625 on the 4 positives, .3125 on the 4 negatives: two bins, (|1 - .625| + |0 - .3125|) / 2 = .34375;
+    #      Brier (4 * .375^2 + 4 * .3125^2) / 8 = .119140625
+    #   B  .25 everywhere, 4 of 8 positive: one bin, |.5 - .25| = .25;  Brier (.75^2 + .25^2) / 2 = .3125
+    #   C  reversed (.25 on positives, .75 on negatives): |1 - .25| = |0 - .75| = .75;  Brier .5625
+    #   D  D_MW: percentile edges .2125 .3 .375 .375 .5 .625 .625 .7 .7875 -> bins {.125-}, {.25-}, {.375- .375+},
+    #      {.625+ .625-}, {.75+}, {.875-}: (.125 + .25 + 2 * .125 + 2 * .125 + .25 + .875) / 8 = .25;
+    #      Brier (.125^2 + .375^2 + .375^2 + .625^2 + .875^2 + .25^2 + .625^2 + .25^2) / 8 = 1.96875 / 8
+    #   the ten inactive labels: 1/16 on 8 negatives: ECE 1/16, Brier 1/256
+    ece = {LA: 0.34375, LB: 0.25, LC: 0.75, LD: 0.25, **{lab: 1 / 16 for lab in INACTIVE}}
+    brier = {LA: 0.119140625, LB: 0.3125, LC: 0.5625, LD: 1.96875 / 8, **{lab: 1 / 256 for lab in INACTIVE}}
+    for lab in LABELS:
+        assert none.loc[lab, ["ECE", "Brier"]].tolist() == pytest.approx([ece[lab], brier[lab]], abs=TOL), lab
+    assert none.loc["macro (mean over labels)", "ECE"] == pytest.approx(sum(ece.values()) / 14, abs=TOL)
+    # every label has 8 known entries: the pooled Brier is the mean of the labels'
+    assert none.loc["pooled (all entries)", "Brier"] == pytest.approx(sum(brier.values()) / 14, abs=TOL)
+    assert (table["bins"] == 10).all() and none.loc[LA, ["entries", "positives"]].tolist() == [8, 4]
+    # the maps are fitted on the out-of-fold validation predictions: 12 images, each once
+    maps = cal["maps"].loc["none"]
+    assert maps.loc[ACTIVE, "entries"].tolist() == [12] * 4 and maps.loc[ACTIVE, "positives"].tolist() == [6] * 4
+    assert not maps.loc[INACTIVE, "fitted"].any() and (maps.loc[INACTIVE, "temperature"] == 1).all()
+    # B of `none` scores .375 on all 12 validation images, 6 positive: the likelihood wants sigmoid(z / T) = 1/2,
+    # T -> infinity, so T stops at its bound 100, and Platt sends .375 to 1/2
+    assert maps.loc[LB, "temperature"] == pytest.approx(100.0, rel=1e-9)
+    assert expit(maps.loc[LB, "platt a"] * logit(0.375) + maps.loc[LB, "platt b"]) == pytest.approx(0.5, abs=1e-6)
+    # on test, B (.25 everywhere) becomes sigmoid(logit(.25) / 100) under temperature scaling
+    after = table.loc[("none", "temperature", LB), "ECE"]
+    assert after == pytest.approx(0.5 - expit(logit(0.25) / 100), abs=1e-9)
+    # the inactive labels keep their identity map
+    assert table.loc[("none", "platt", INACTIVE[0]), "ECE"] == pytest.approx(1 / 16, abs=1e-9)
+    ov = cal["overview"]
+    assert list(ov.columns) == ["ECE (macro)", "ECE (pooled)", "Brier (macro)", "Brier (pooled)", "bins"]
+    assert ov.loc[("none", "none"), "ECE (macro)"] == pytest.approx(sum(ece.values()) / 14, abs=TOL)
+    assert set(cal["headline"]) == {f"ece_macro_{v}" for v in study.variant_names}
+    assert cal["headline"]["ece_macro_none"].startswith(f"{sum(ece.values()) / 14:.3f} -> ")
+
+
+def test_trust_operating_points(study):
+    ops = S.operating_points(study)  # the main variant, sparse
+    assert list(ops.columns[:4]) == ["variant", "label", "method", "threshold"] and set(ops["variant"]) == {"sparse"}
+    ops = ops.set_index(["label", "method"])
+    target = "sensitivity>=0.90"
+    # out-of-fold validation of sparse: A, B, C perfect (.75 / .25) in both folds -> both thresholds .75.
+    # D: fold 0 perfect (3 positives at .75, 3 negatives at .25), fold 1 .375 on all six (3 positive):
+    #   threshold .75: TPR 1/2, FPR 0;  .375: TPR 1, FPR 1/2 -> J 1/2 at both: Youden takes the higher, .75;
+    #   sensitivity >= .9 first at .375
+    assert ops.loc[[(lab, m) for lab in ACTIVE for m in ("youden", target)], "threshold"].tolist() == [
+        .75, .75, .75, .75, .75, .75, .75, .375]
+    assert ops.loc[[(lab, "youden") for lab in INACTIVE], "threshold"].isna().all()  # no positive: no threshold
+    counts = ["TP", "FP", "TN", "FN"]
+    # validation (what the thresholds were chosen on): D at .75: TP 3, FP 0, TN 6, FN 3; at .375: 6, 3, 3, 0
+    assert ops.loc[(LD, "youden"), [f"val {c}" for c in counts]].tolist() == [3, 0, 6, 3]
+    assert ops.loc[(LD, target), [f"val {c}" for c in counts]].tolist() == [6, 3, 3, 0]
+    # test ensemble: A reversed (positives .25 < .75): TP 0, FP 4, TN 0, FN 4; B and C perfect
+    assert ops.loc[(LA, "youden"), [f"test {c}" for c in counts]].tolist() == [0, 4, 0, 4]
+    assert ops.loc[(LB, "youden"), [f"test {c}" for c in counts]].tolist() == [4, 0, 4, 0]
+    # D on test (positives t1 .625, t6 .375, t7 .75; negatives .125 .375 .625 .875 .25):
+    #   at .75: called t4 (-), t7 (+): TP 1, FP 1, TN 4, FN 2 -> sens 1/3, spec 4/5, PPV 1/2, NPV 2/3
+    #   at .375: t1 t6 t7 (+), t2 t3 t4 (-): TP 3, FP 3, TN 2, FN 0 -> sens 1, spec 2/5, PPV 1/2, NPV 1
+    rates = ["sensitivity", "specificity", "PPV", "NPV"]
+    assert ops.loc[(LD, "youden"), [f"test {c}" for c in counts]].tolist() == [1, 1, 4, 2]
+    assert ops.loc[(LD, "youden"), [f"test {r}" for r in rates]].tolist() == pytest.approx([1 / 3, 4 / 5, 1 / 2, 2 / 3])
+    assert ops.loc[(LD, target), [f"test {r}" for r in rates]].tolist() == pytest.approx([1, 2 / 5, 1 / 2, 1])
+    # where nothing can vary the intervals are points: B perfect, A's sensitivity 0 in every replicate
+    assert ops.loc[(LB, "youden"), ["test sensitivity low", "test sensitivity high"]].tolist() == [1.0, 1.0]
+    assert ops.loc[(LA, "youden"), ["test sensitivity low", "test sensitivity high"]].tolist() == [0.0, 0.0]
+    head = S.operating_point_headline(study, ops.reset_index())
+    # Youden over A-D: sensitivity (0 + 1 + 1 + 1/3) / 4 = 7/12, specificity (0 + 1 + 1 + 4/5) / 4 = 0.7;
+    # target: sensitivity (0 + 1 + 1 + 1) / 4 = 0.75, B C D reach 0.9 (3 of 4)
+    assert head == {"operating_points_sparse_youden": "mean test sensitivity 0.58, specificity 0.70 over 4 labels",
+                    "operating_points_sparse_sensitivity": "mean test sensitivity 0.75, specificity 0.60 over 4 "
+                                                           "labels; a share of 0.75 of them reach the target on test"}
+
+
+def test_trust_subgroups(study):
+    sub = S.subgroup_analysis(study, min_cases=1)
+    auc = sub["auc"].loc["sparse"]
+    assert list(auc.index.get_level_values("attribute").unique()) == ["sex", "age band", "view"]
+    # view: AP t0 t2 t4 t6, PA t1 t3 t5 t7. sparse: A reversed -> 0, B perfect -> 1, C single-class in each view;
+    # D in AP: positive t6 .375 against .125 (win), .375 (tie), .875 (lose) -> 1.5 / 3 = 1/2;
+    #   in PA: t1 .625 against .625 (tie), .25 (win); t7 .75 against both (win) -> 3.5 / 4 = 7/8.
+    # macro set (min 1 positive and negative patient in each view): A, B, D -> AP 1/2, PA (0 + 1 + 7/8) / 3 = 5/8
+    view = auc.loc["view"]
+    for (group, lab), value in {("AP", LA): 0, ("AP", LB): 1, ("AP", LD): 0.5, ("AP", "macro"): 0.5,
+                                ("PA", LA): 0, ("PA", LB): 1, ("PA", LD): 7 / 8, ("PA", "macro"): 5 / 8}.items():
+        assert view.loc[(group, lab), "AUC"] == pytest.approx(value, abs=TOL), (group, lab)
+    assert np.isnan(view.loc[("AP", LC), "AUC"]) and not view.loc[("AP", LC), "in macro"]
+    gap = sub["gap"].loc[("sparse", "view", "PA - AP")]
+    assert list(gap.index) == [LA, LB, LD, "macro"]
+    assert gap["gap"].tolist() == pytest.approx([0, 0, 3 / 8, 1 / 8], abs=TOL)
+    assert gap.loc[LB, ["low", "high", "p_value"]].tolist() == [0.0, 0.0, 1.0]  # 1 - 1 in every replicate
+    # age band: <50 t0-t3, >=65 t4-t7; A is single-class in each. D in <50: t1 .625 against .125 .375 .625
+    # -> 2.5 / 3 = 5/6; in >=65: t6 .375 and t7 .75 against .875 (lose), .25 (win) -> 2/4 = 1/2.
+    # macro over B, C, D: <50 (1 + 1 + 5/6) / 3 = 17/18, >=65 (1 + 1 + 1/2) / 3 = 5/6
+    age = auc.loc["age band"]
+    assert age.loc[("<50", "macro"), "AUC"] == pytest.approx(17 / 18, abs=TOL)
+    assert age.loc[(">=65", "macro"), "AUC"] == pytest.approx(5 / 6, abs=TOL)
+    assert sub["gap"].loc[("sparse", "age band", ">=65 - <50", "macro"), "gap"] == pytest.approx(-1 / 9, abs=TOL)
+    # sex: every test image F -> one group, no gap; its macro is the test ensemble's, 2/3
+    assert auc.loc[("sex", "F", "macro"), "AUC"] == pytest.approx(2 / 3, abs=TOL)
+    assert "sex" not in sub["gap"].index.get_level_values("attribute")
+
+
+def test_trust_view_confounder_and_group_operating_points(study):
+    sub = S.subgroup_analysis(study, min_cases=1)
+    ops = S.subgroup_operating_points(study, S.operating_points(study))
+    # D at its Youden threshold .75 on the AP films t0 (.125 -), t2 (.375 -), t4 (.875 -), t6 (.375 +):
+    # called t4 -> TP 0, FP 1, TN 2, FN 1: sensitivity 0, specificity 2/3
+    row = ops.loc[("view", "AP", LD, "youden")]
+    assert [row[c] for c in ("TP", "FP", "TN", "FN")] == [0, 1, 2, 1]
+    assert (row["sensitivity"], row["specificity"]) == pytest.approx((0, 2 / 3), abs=TOL)
+    # Cardiomegaly is label B: perfect in both views (positives .75, negatives .25, threshold .75), half positive
+    table = S.view_confounder(sub, ops)
+    assert list(table.index) == [("sparse", "AP"), ("sparse", "PA")]
+    assert list(table.columns) == ["images", "positives", "observed", "mean predicted", "AUC", "low", "high",
+                                   "sensitivity at Youden", "specificity at Youden"]
+    assert table.to_numpy(dtype=float) == pytest.approx(np.array([[4, 2, 0.5, 0.5, 1, 1, 1, 1, 1]] * 2), abs=TOL)
+    # the view shift of B: on test its negatives t2 t3 t6 t7 (AP, PA, AP, PA) all score .25 and its positives .75:
+    # every PA-AP pair ties -> 1/2 in every replicate; out of fold every image is PA: no comparison there
+    shift = S.view_shift(study)
+    assert list(shift.index) == [("sparse", "test ensemble", "negatives", "PA vs AP"),
+                                 ("sparse", "test ensemble", "positives", "PA vs AP")]
+    assert shift[["images", "reference images", "pairs", "AUC", "low", "high"]].to_numpy(dtype=float) == pytest.approx(
+        np.array([[2, 2, 4, 0.5, 0.5, 0.5]] * 2), abs=TOL)
+    assert S.confounder_headline(table, sub, shift) == {
+        "cardiomegaly_by_view": "sparse: AUC PA - AP +0.000 [+0.000, +0.000]; mean predicted / observed "
+                                "AP 0.50 / 0.50, PA 0.50 / 0.50",
+        "cardiomegaly_view_shift": "sparse, test ensemble: Cardiomegaly-negative AP films score above PA films "
+                                   "in 0.50 [0.50, 0.50] of pairs"}
+    assert S.view_confounder(sub, ops, label="No Such Label") is None and S.confounder_headline(None, sub) == {}
+    assert S.view_shift(study, label="No Such Label") is None

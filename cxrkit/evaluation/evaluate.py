@@ -1,4 +1,6 @@
-"""Evaluation of saved prediction files against a dataset's labels."""
+"""Evaluation of saved prediction files against a dataset's labels: those the files predict and
+the dataset annotates, aligned by name (:mod:`cxrkit.evaluation.alignment`), so a model can be
+validated on another dataset than the one it was trained on."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrkit.data.datasets import create_dataset, fingerprint, label_matrix
+from cxrkit.data.datasets import fingerprint, label_matrix
+from cxrkit.evaluation.alignment import target_dataset
 from cxrkit.evaluation.bootstrap import bootstrap_macro_auc, paired_bootstrap_diff
 from cxrkit.evaluation.metrics import mean_average_precision, per_label_auc, threshold_metrics
 from cxrkit.evaluation.predictions import PredictionMismatch, check_compatible, read_predictions
@@ -26,7 +29,7 @@ def aligned(table: pd.DataFrame, labels: Sequence[str], preds: pd.DataFrame, nam
         raise PredictionMismatch(f"{name}: {len(unknown)} predicted images are not in the dataset, "
                                  f"e.g. {unknown.head(5).tolist()}")
     rows = index.loc[preds["image"]]
-    y = label_matrix(rows.reset_index()).astype(float)
+    y = label_matrix(rows.reset_index(), labels).astype(float)
     scores = preds[list(labels)].to_numpy(dtype=float)
     if not np.isfinite(scores).all():
         bad = np.flatnonzero(~np.isfinite(scores).all(axis=1))[:5]
@@ -45,31 +48,68 @@ def evaluate_files(paths: Sequence[str | Path], *, data: str | Path, dataset: st
     file is one trained model, one training seed).
 
     The labels scored are those the files predict (their sidecar's ``labels``: a run trained on
-    a label subset is scored on that subset). Refuses files made on other data (fingerprint in
-    the sidecar) or, for a pair, other folds or labels.
+    a label subset is scored on that subset) that the dataset annotates, aligned by name after
+    its loader's mapping (:mod:`cxrkit.evaluation.alignment`: NIH's ``Effusion`` is ``Pleural
+    Effusion``). Labels the dataset lacks get a NaN row and are not scored; labels it has that
+    the files do not predict are listed; the last line of the text says which are which.
+
+    Returns:
+        ``text`` (the table and the summary lines), ``table`` (one column per file),
+        ``lines`` and ``labels`` (``scored``, ``lacking``, ``extra``).
+
+    Raises:
+        PredictionMismatch: a file made on other data (its sidecar's data fingerprint is not the
+            dataset's restricted to the shared labels; a file predicted from a folder of images
+            has a fingerprint of the files, not of a dataset), no label shared with the dataset,
+            or, for a pair, other folds, labels or images.
     """
     if not 1 <= len(paths) <= 2:
         raise ValueError("give one prediction file, or two for a paired comparison")
     loaded = [read_predictions(p) for p in paths]
-    # a run trained on a label subset predicts (and fingerprinted its data with) those labels only
-    labels = loaded[0][1].get("labels")
-    ds = create_dataset(dataset, root=data, check_images=False, labels=labels, **(dataset_options or {}))
-    fp = fingerprint(ds.table)
-    for p, (_, meta) in zip(paths, loaded):
-        if meta.get("data_fingerprint") not in (None, fp):
-            raise PredictionMismatch(f"{p} was made on data with fingerprint {meta['data_fingerprint']}, "
-                                     f"but {data} has {fp}")
     if len(paths) == 2:
         check_compatible([m for _, m in loaded], [str(p) for p in paths])
         if set(loaded[0][0]["image"]) != set(loaded[1][0]["image"]):
             raise PredictionMismatch(f"{paths[0]} and {paths[1]} predict different images")
-    labels = ds.labels
+    predicted = loaded[0][1].get("labels") or [c for c in loaded[0][0].columns if c != "image"]
+    ds, alignment = target_dataset(dataset, data, dataset_options, predicted, check_images=False)
+    if not alignment.shared:
+        raise PredictionMismatch(f"{paths[0]} predicts none of the labels {dataset} at {data} annotates: "
+                                 f"{alignment.describe(dataset)}")
+    _check_fingerprints(paths, [m for _, m in loaded], fingerprint(ds.table), data)
+    report = _score(paths, loaded, ds.table, alignment.shared, threshold=threshold, n_boot=n_boot, seed=seed)
+    table = report["table"]  # an AUC row per predicted label, in the files' order (NaN where the dataset lacks it)
+    report["table"] = table.reindex([f"AUC {lab}" for lab in alignment.model]
+                                    + [row for row in table.index if not str(row).startswith("AUC ")])
+    report["lines"].append(alignment.describe(dataset))
+    with pd.option_context("display.width", 200, "display.max_rows", 100, "display.float_format", "{:.4f}".format):
+        report["text"] = report["table"].to_string() + "\n\n" + "\n".join(report["lines"])
+    return {**report, "labels": alignment.as_dict()}
+
+
+def _check_fingerprints(paths: Sequence[str | Path], metas: Sequence[dict[str, Any]], fp: str, data: str | Path) -> None:
+    """Refuse a file whose sidecar names another data fingerprint than ``fp`` (saying how to
+    predict the dataset itself when the file was predicted from image files)."""
+    for p, meta in zip(paths, metas):
+        if meta.get("data_fingerprint") in (None, fp):
+            continue
+        source = meta.get("source") or {}
+        hint = ""
+        if source.get("kind") in ("folder", "glob", "file"):
+            hint = (f"; it was predicted from the image files {source.get('where')} (fingerprint of their content), "
+                    f"not from the dataset: predict the dataset itself with `cxrkit infer --data {data} --dataset ...`")
+        raise PredictionMismatch(f"{p} was made on data with fingerprint {meta['data_fingerprint']}, "
+                                 f"but {data} has {fp}{hint}")
+
+
+def _score(paths: Sequence[str | Path], loaded: Sequence[tuple[pd.DataFrame, dict[str, Any]]], table: pd.DataFrame,
+           labels: list[str], *, threshold: float, n_boot: int, seed: int) -> dict[str, Any]:
+    """The metrics of each file on ``labels`` and, for a pair, their paired difference."""
     columns, lines = {}, []
     scores_of = []
     for p, (preds, _) in zip(paths, loaded):
         if len(paths) == 2:
             preds = preds.set_index("image").loc[loaded[0][0]["image"]].reset_index()
-        y, s, groups = aligned(ds.table, labels, preds, str(p))
+        y, s, groups = aligned(table, labels, preds, str(p))
         scores_of.append(s)
         per = per_label_auc(y, s, labels)
         ci = bootstrap_macro_auc(y, s, n_boot=n_boot, seed=seed, groups=groups, labels=labels)
@@ -81,7 +121,7 @@ def evaluate_files(paths: Sequence[str | Path], *, data: str | Path, dataset: st
         lines.append(f"{p}: macro AUC {ci['estimate']:.4f} (95% CI {ci['low']:.4f}-{ci['high']:.4f}, "
                      f"patient bootstrap n={n_boot}, {ci['replicates_rejected']} replicate(s) rejected and "
                      f"redrawn for a label without both classes), mAP {col['mAP']:.4f}, n={len(y)}")
-    table = pd.DataFrame(columns)
+    result = pd.DataFrame(columns)
     if len(paths) == 2:
         d = paired_bootstrap_diff(y, scores_of[0], scores_of[1], n_boot=n_boot, seed=seed, groups=groups,
                                   labels=labels)
@@ -90,7 +130,5 @@ def evaluate_files(paths: Sequence[str | Path], *, data: str | Path, dataset: st
                      f"{d['replicates_rejected']} replicate(s) rejected and redrawn); CI covers: sampling of the "
                      f"evaluated images only (patient bootstrap); one training seed per file, so training "
                      f"variability is not in it")
-        table["difference"] = table.iloc[:, 1] - table.iloc[:, 0]
-    with pd.option_context("display.width", 200, "display.max_rows", 100, "display.float_format", "{:.4f}".format):
-        text = table.to_string() + "\n\n" + "\n".join(lines)
-    return {"text": text, "table": table, "lines": lines}
+        result["difference"] = result.iloc[:, 1] - result.iloc[:, 0]
+    return {"table": result, "lines": lines}

@@ -54,8 +54,16 @@ def predict_probs(model: torch.nn.Module, loader: torch.utils.data.DataLoader, d
     for images, _, _ in tqdm(loader, disable=not progress, desc="predict", leave=False):
         x = to_model_input(images, mean, std, device, channels_last=device.type == "cuda")
         with autocast_context(device, amp):
-            p = torch.sigmoid(model(x).float())
-            if tta:
-                p = 0.5 * (p + torch.sigmoid(model(torch.flip(x, dims=[3])).float()))
+            p = probabilities(model, x, tta)
         out.append(p.float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def probabilities(model: torch.nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
+    """Sigmoid probabilities ``(B, L)`` of a normalised batch ``x`` ``(B, 3, S, S)``; with ``tta``
+    the mean of the image's and its horizontal flip's (the paper's flip TTA averages
+    probabilities, not logits). Call under ``torch.no_grad()`` and the autocast context."""
+    p = torch.sigmoid(model(x).float())
+    if tta:
+        p = 0.5 * (p + torch.sigmoid(model(torch.flip(x, dims=[3])).float()))
+    return p

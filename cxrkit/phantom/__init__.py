@@ -8,5 +8,8 @@
   :mod:`~cxrkit.phantom.formats` -- its image files as 8-bit PNG, 16-bit PNG or DICOM.
 * :mod:`~cxrkit.phantom.posterior`, :mod:`~cxrkit.phantom.oracle` -- the exact posterior of the
   labels given what is drawn; oracle scores, AUCs and the true coupling.
-* :mod:`~cxrkit.phantom.files` -- a phantom's tables read back, and its images per split.
+* :mod:`~cxrkit.phantom.files` -- a phantom's tables read back, its config and site, and its images
+  per split.
+* :mod:`~cxrkit.phantom.site` -- the hospitals (``default``, ``site_b``): population, labeller and
+  scanner (:mod:`~cxrkit.phantom.scanner`), for external validation.
 """

@@ -2,9 +2,12 @@
 
 ``out/train.csv`` (public table), ``out/truth.csv`` (ground-truth sidecar), ``out/images/``
 (8-bit grayscale PNGs, or in another format: 16-bit PNGs or DICOM, :mod:`cxrkit.phantom.formats`,
-which decode to exactly the same pixels) and ``out/phantom.json`` (generator parameters and
-counts). Every image is rendered from its own ``image_seed``, so the output does not depend on
-the worker count; the same arguments give byte-identical files.
+which decode to exactly the same pixels), ``out/regions.csv`` (where each drawn finding is on its
+image: :mod:`cxrkit.phantom.regions`) and ``out/phantom.json`` (generator parameters, the site and
+counts). The site (``config.site``, :mod:`cxrkit.phantom.site`) sets the population, the labeller
+and the scanner; the default site is the design page's phantom. Every image is rendered
+from its own ``image_seed``, so the output does not depend on the worker count; the same
+arguments give byte-identical files.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,10 @@ from cxrkit import __version__
 from cxrkit.data.labels import LABELS
 from cxrkit.phantom import model
 from cxrkit.phantom.formats import FORMATS
-from cxrkit.phantom.model import DEFAULT_CONFIG, DRAWABLE, HABITUS_KEYS, PhantomConfig
+from cxrkit.phantom.model import DEFAULT_CONFIG, DEFAULT_SITE, DRAWABLE, HABITUS_KEYS, PhantomConfig
+from cxrkit.phantom.regions import REGION_COLUMNS, REGIONS, finding_regions
 from cxrkit.phantom.sampling import sample_studies, split_table
+from cxrkit.phantom.scanner import DEFAULT_SCANNER, Scanner
 from cxrkit.utils.files import write_json
 from cxrkit.utils.provenance import environment
 
@@ -39,17 +43,19 @@ GENERATOR = "cxrkit.phantom"
 FLOAT_FORMAT = "%.6f"
 #: The modules whose code determines a phantom's files (label model, renderer, writer).
 SOURCES = ("model.py", "sampling.py", "render.py", "scene.py", "anatomy.py", "findings.py", "generate.py",
-           "formats.py")
+           "formats.py", "scanner.py", "site.py", "regions.py")
 
-#: One rendering job: image path, findings, habitus, AP view, image seed, side, format, DICOM header.
-_Task = tuple[str, dict[str, float], dict[str, float], bool, int, int, str, dict[str, Any]]
+#: One rendering job: image path, findings, habitus, AP view, image seed, side, format, DICOM header,
+#: scanner.
+_Task = tuple[str, dict[str, float], dict[str, float], bool, int, int, str, dict[str, Any], Scanner]
 
 
-def _model_parameters() -> dict[str, Any]:
-    """The constants of the label model, as written to :data:`MARKER`."""
+def _model_parameters(config: PhantomConfig) -> dict[str, Any]:
+    """The parameters of the label model, the site's where it sets them, as written to :data:`MARKER`."""
+    site = config.site
     return {
         "causes": list(model.CAUSES),
-        "cause_prior": model.CAUSE_PRIOR,
+        "cause_prior": dict(site.cause_prior),
         "persistence": model.PERSISTENCE,
         "weights": model.WEIGHTS,
         "leak": model.LEAK,
@@ -58,12 +64,12 @@ def _model_parameters() -> dict[str, Any]:
         "lo_given_child": model.LO_GIVEN_CHILD,
         "lo_leak": model.LO_LEAK,
         "lo_leak_visibility": model.LO_LEAK_VISIBILITY,
-        "flip_pos_to_neg": model.FLIP_POS_TO_NEG,
-        "flip_neg_to_pos": model.FLIP_NEG_TO_POS,
+        "flip_pos_to_neg": site.flip_pos_to_neg,
+        "flip_neg_to_pos": site.flip_neg_to_pos,
         "studies_per_patient": {str(k): v for k, v in model.STUDIES_PER_PATIENT.items()},
         "severity_range": list(model.SEVERITY_RANGE),
-        "ap_prob_critical": model.AP_PROB_CRITICAL,
-        "ap_prob_other": model.AP_PROB_OTHER,
+        "ap_prob_critical": site.ap_prob_critical,
+        "ap_prob_other": site.ap_prob_other,
     }
 
 
@@ -90,8 +96,9 @@ def _parameters(n_patients: int, size: int, seed: int, config: PhantomConfig, im
         "size": size,
         "seed": seed,
         "format": image_format,
-        "config": asdict(config),
-        "model": _model_parameters(),
+        "config": {"report_noise": config.report_noise, "uncertain_rate": config.uncertain_rate},
+        "site": config.site.record(),
+        "model": _model_parameters(config),
     }
 
 
@@ -124,13 +131,15 @@ def _check_target(out: Path, params: dict[str, Any], overwrite: bool) -> None:
     for suffix in sorted(set(FORMATS.values())):
         for image in (out / "images").glob(f"*{suffix}"):
             image.unlink()
-    for name in ("train.csv", "truth.csv", MARKER):
+    for name in ("train.csv", "truth.csv", REGIONS, MARKER):
         (out / name).unlink(missing_ok=True)
 
 
-def _tasks(studies: pd.DataFrame, images: Path, size: int, fmt: str, dataset: str) -> Iterator[_Task]:
+def _tasks(studies: pd.DataFrame, images: Path, size: int, fmt: str, dataset: str,
+           scanner: Scanner) -> Iterator[_Task]:
     """Rendering jobs, one per row of :func:`~cxrkit.phantom.sampling.sample_studies` output
-    (``dataset``: the phantom's identity, from which the DICOM UIDs are derived)."""
+    (``dataset``: the phantom's identity, from which the DICOM UIDs are derived; ``scanner``: the
+    site's)."""
     drawn = studies[[f"drawn_{lab}" for lab in DRAWABLE]].to_numpy().astype(bool)
     sev = studies[[f"sev_{lab}" for lab in DRAWABLE]].to_numpy(dtype=float)
     hab = studies[[f"hab_{k}" for k in HABITUS_KEYS]].to_numpy(dtype=float)
@@ -144,41 +153,59 @@ def _tasks(studies: pd.DataFrame, images: Path, size: int, fmt: str, dataset: st
         header = {"dataset": dataset, "image": names[i], "patient_id": meta["Patient_ID"][i], "study": meta["Study"][i],
                   "sex": meta["Sex"][i], "age": int(meta["Age"][i]), "view": meta["ViewPosition"][i],
                   "seed": int(seeds[i])}
-        yield str(images / names[i]), findings, habitus, bool(ap[i]), int(seeds[i]), size, fmt, header
+        yield str(images / names[i]), findings, habitus, bool(ap[i]), int(seeds[i]), size, fmt, header, scanner
 
 
-def _render_one(task: _Task) -> None:
-    """Render one image with its own generator and write it in the phantom's format."""
+def _render_one(task: _Task) -> list[tuple]:
+    """Render one image with its own generator and write it in the phantom's format (the
+    default scanner is the renderer's default: it is not passed); return its ``regions.csv`` rows."""
     from cxrkit.phantom.formats import write_image
     from cxrkit.phantom.render import render
 
-    path, findings, habitus, view_ap, image_seed, size, fmt, header = task
-    img = render(size, findings, habitus, view_ap, np.random.default_rng(image_seed))
+    path, findings, habitus, view_ap, image_seed, size, fmt, header, scanner = task
+    site_scanner = {} if scanner == DEFAULT_SCANNER else {"scanner": scanner}
+    img = render(size, findings, habitus, view_ap, np.random.default_rng(image_seed), **site_scanner)
     if img.shape != (size, size) or img.dtype != np.uint8:
         raise ValueError(
             f"render returned {img.dtype} {img.shape}, expected uint8 ({size}, {size})"
         )
     write_image(path, img, fmt, header)
+    return finding_regions(Path(path).name, size, findings, habitus, view_ap, image_seed, scanner)
 
 
-def _render_all(studies: pd.DataFrame, images: Path, params: dict[str, Any], workers: int | None,
-                progress: bool) -> None:
-    """Render every study's image into ``images``, in ``workers`` processes (default
-    ``min(os.cpu_count(), 8)``; 1 renders in-process, in row order)."""
+def _render_all(studies: pd.DataFrame, images: Path, params: dict[str, Any], config: PhantomConfig,
+                workers: int | None, progress: bool) -> pd.DataFrame:
+    """Render every study's image into ``images`` with the site's scanner, in ``workers`` processes
+    (default ``min(os.cpu_count(), 8)``; 1 renders in-process, in row order); return the regions
+    of the drawn findings (:data:`~cxrkit.phantom.regions.REGION_COLUMNS`), in row order."""
     n_workers = max(1, min(os.cpu_count() or 1, 8) if workers is None else workers)
     dataset = f"{GENERATOR} seed={params['seed']} patients={params['n_patients']} size={params['size']}"
-    tasks = _tasks(studies, images, params["size"], params["format"], dataset)
+    if params["site"] != DEFAULT_SITE.record():  # another hospital: other DICOM UIDs
+        dataset += f" site={json.dumps(params['site'], sort_keys=True)}"
+    tasks = _tasks(studies, images, params["size"], params["format"], dataset, config.site.scanner)
     bar = tqdm(total=len(studies), desc="rendering phantom", unit="img", disable=not progress)
+    rows: list[tuple] = []
     if n_workers == 1:
         for task in tasks:
-            _render_one(task)
+            rows += _render_one(task)
             bar.update()
     else:
         chunk = max(1, min(64, len(studies) // (n_workers * 8)))
         with Pool(n_workers) as pool:
-            for _ in pool.imap_unordered(_render_one, tasks, chunksize=chunk):
+            for found in pool.imap_unordered(_render_one, tasks, chunksize=chunk):
+                rows += found
                 bar.update()
     bar.close()
+    regions = pd.DataFrame(rows, columns=list(REGION_COLUMNS))
+    order = pd.Series(np.arange(len(studies)), index=studies["Image_name"].to_numpy())
+    return regions.iloc[np.argsort(order.loc[regions["Image_name"]].to_numpy(), kind="stable")]
+
+
+def _write_tables(out: Path, train: pd.DataFrame, truth: pd.DataFrame, regions: pd.DataFrame) -> None:
+    """Write ``train.csv``, ``truth.csv`` and ``regions.csv`` (fixed float format: deterministic bytes)."""
+    train.to_csv(out / "train.csv", index=False, lineterminator="\n")
+    truth.to_csv(out / "truth.csv", index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    regions.to_csv(out / REGIONS, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
 
 
 def _write_marker(out: Path, info: dict[str, Any]) -> None:
@@ -204,7 +231,8 @@ def generate(
         n_patients: number of patients (about 1.8 images each).
         size: side of the square images in pixels.
         seed: seed of the label model; images use the per-row ``image_seed`` it draws.
-        config: label-model options.
+        config: label-model options and the site (``config.site``: population, labeller and
+            scanner; :mod:`cxrkit.phantom.site`), recorded in ``phantom.json`` under ``site``.
         workers: rendering processes (default ``min(os.cpu_count(), 8)``; 1 renders in-process).
         progress: show a tqdm progress bar.
         overwrite: replace phantom output of other parameters in ``out``.
@@ -237,9 +265,7 @@ def generate(
     }}
     _write_marker(out, info)
 
-    _render_all(studies, images, params, workers, progress)
-    train.to_csv(out / "train.csv", index=False, lineterminator="\n")
-    truth.to_csv(out / "truth.csv", index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    _write_tables(out, train, truth, _render_all(studies, images, params, config, workers, progress))
     info["complete"] = True
     _write_marker(out, info)
     # who made it, when, with which code (phantom.json stays free of timestamps)

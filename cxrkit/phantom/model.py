@@ -10,11 +10,14 @@ the Grand X-Ray Slam Division B CSV carries. :func:`sample_studies` draws one ro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from cxrkit.data.labels import LABELS
+from cxrkit.phantom.scanner import DEFAULT_SCANNER, Scanner
 
 #: Latent causes, in the order used by every array of this package.
 CAUSES: tuple[str, ...] = (
@@ -132,6 +135,11 @@ AP_PROB_CRITICAL: float = 0.8
 AP_PROB_OTHER: float = 0.25
 #: P(Sex == "M").
 MALE_PROB: float = 0.55
+#: Age of a patient at the first study (years): round(mean + sd * N(0, 1) + AGE_CARDIAC * cardiac),
+#: clipped to [18, 90]; later studies add the years between them (at most 95).
+AGE_MEAN: float = 55.0
+AGE_SD: float = 16.0
+AGE_CARDIAC: float = 10.0
 #: P(y = 1 | c) at or above which a negative label is a candidate for "uncertain" (-1).
 UNCERTAIN_LIKELY: float = 0.3
 
@@ -167,31 +175,148 @@ META_COLUMNS: tuple[str, ...] = (
 )
 
 
+def _number(name: str, value: object, low: float, high: float, open_ends: str = "") -> float:
+    """``value`` as a float inside [low, high] (``open_ends``: "l" and/or "h" exclude an end).
+
+    Raises:
+        ValueError: naming ``name``, for a non-number or a value outside the interval.
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if "l" in open_ends else value >= low) and (value < high if "h" in open_ends else value <= high)
+    if not ok:
+        span = f"{'(' if 'l' in open_ends else '['}{low:g}, {high:g}{')' if 'h' in open_ends else ']'}"
+        raise ValueError(f"{name}: must be a number in {span}, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """A hospital the phantom's studies come from: its population, its labeller and its scanner.
+
+    The defaults are the design page's numbers (sections 2 and 3; the module constants), so
+    ``SiteConfig()`` is today's phantom exactly. A site changes the label model only through the
+    cause priors and the report-noise rates (:attr:`PhantomConfig.label_model`, what the exact
+    oracle depends on); view, age and scanner change the metadata and the pixels, not the oracle.
+    Named presets: :data:`cxrkit.phantom.site.SITES`.
+
+    Attributes:
+        name: the site's name (recorded in ``phantom.json``).
+        cause_prior: P(cause) per latent cause, each in (0, 1); causes not given keep the default
+            prior (:data:`CAUSE_PRIOR`).
+        ap_prob_critical: P(ViewPosition AP) of a critical (ICU / post-op) study, in [0, 1].
+        ap_prob_other: P(ViewPosition AP) of any other study, in [0, 1].
+        age_mean: mean age in years at the first study (before the cardiac offset), in [18, 90].
+        age_sd: sd of that age in years, in [0, 40].
+        flip_pos_to_neg: the labeller's P(observed 0 | true 1) per pathology (a missed finding), in [0, 0.5).
+        flip_neg_to_pos: the labeller's P(observed 1 | true 0) per pathology, in [0, 0.5).
+        scanner: the scanner (:class:`~cxrkit.phantom.scanner.Scanner`).
+
+    Raises:
+        ValueError: naming the field (``cause_prior.<cause>`` for a prior) of a bad value.
+    """
+
+    name: str = "default"
+    cause_prior: Mapping[str, float] = field(default_factory=lambda: dict(CAUSE_PRIOR))
+    ap_prob_critical: float = AP_PROB_CRITICAL
+    ap_prob_other: float = AP_PROB_OTHER
+    age_mean: float = AGE_MEAN
+    age_sd: float = AGE_SD
+    flip_pos_to_neg: float = FLIP_POS_TO_NEG
+    flip_neg_to_pos: float = FLIP_NEG_TO_POS
+    scanner: Scanner = DEFAULT_SCANNER
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"name: must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.cause_prior, Mapping):
+            raise ValueError(f"cause_prior: must be a mapping cause -> probability, got {self.cause_prior!r}")
+        unknown = sorted(set(self.cause_prior) - set(CAUSES))
+        if unknown:
+            raise ValueError(f"cause_prior: unknown cause(s) {unknown}; known: {list(CAUSES)}")
+        prior = {**CAUSE_PRIOR, **self.cause_prior}
+        object.__setattr__(self, "cause_prior",
+                           {c: _number(f"cause_prior.{c}", prior[c], 0.0, 1.0, "lh") for c in CAUSES})
+        for name, low, high, open_ends in (("ap_prob_critical", 0.0, 1.0, ""), ("ap_prob_other", 0.0, 1.0, ""),
+                                           ("age_mean", 18.0, 90.0, ""), ("age_sd", 0.0, 40.0, ""),
+                                           ("flip_pos_to_neg", 0.0, 0.5, "h"), ("flip_neg_to_pos", 0.0, 0.5, "h")):
+            object.__setattr__(self, name, _number(name, getattr(self, name), low, high, open_ends))
+        if not isinstance(self.scanner, Scanner):
+            raise ValueError(f"scanner: must be a Scanner, got {self.scanner!r}")
+
+    def __hash__(self) -> int:  # cause_prior is a dict: hash the values
+        return hash((self.name, tuple(self.cause_prior.values()), self.ap_prob_critical, self.ap_prob_other,
+                     self.age_mean, self.age_sd, self.flip_pos_to_neg, self.flip_neg_to_pos, self.scanner))
+
+    def record(self) -> dict[str, object]:
+        """The site as JSON-ready values (as written to ``phantom.json``)."""
+        return {**asdict(self), "scanner": self.scanner.record()}
+
+
+#: Today's phantom: the design page's population, labeller and scanner.
+DEFAULT_SITE = SiteConfig()
+
+
+@dataclass(frozen=True)
+class LabelModel:
+    """The parameters of the label model that a site can change: all the exact oracle depends on.
+
+    Hashable, the key of the oracle's cached state enumeration and tie table
+    (:mod:`cxrkit.phantom.posterior`). The other constants (noisy-OR weights and leaks,
+    visibilities, the Lung Opacity hierarchy) are the module's.
+
+    Attributes:
+        cause_prior: P(cause), CAUSES order (6 values in (0, 1)).
+        flip_pos_to_neg: P(observed 0 | true 1) of a pathology (0 without report noise).
+        flip_neg_to_pos: P(observed 1 | true 0) of a pathology (0 without report noise).
+    """
+
+    cause_prior: tuple[float, ...]
+    flip_pos_to_neg: float
+    flip_neg_to_pos: float
+
+    def describe(self) -> str:
+        """A short text of the parameters, for error messages."""
+        prior = ", ".join(f"{c} {p:g}" for c, p in zip(CAUSES, self.cause_prior, strict=True))
+        return f"cause prior {prior}; flips 1->0 {self.flip_pos_to_neg:g}, 0->1 {self.flip_neg_to_pos:g}"
+
+
 @dataclass(frozen=True)
 class PhantomConfig:
     """Options of the phantom label model.
 
     Attributes:
-        report_noise: flip observed pathology labels 1->0 (prob 0.03) and 0->1 (prob 0.005).
+        report_noise: flip observed pathology labels 1->0 and 0->1 at the site's labeller's rates
+            (default site: 0.03 and 0.005); False keeps the true labels.
         uncertain_rate: fraction of occult positives and of likely negatives written as -1.
+        site: the hospital (population, labeller, scanner); default: today's phantom.
     """
 
     report_noise: bool = True
     uncertain_rate: float = 0.0
+    site: SiteConfig = DEFAULT_SITE
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.uncertain_rate <= 1.0:
             raise ValueError(f"uncertain_rate must be in [0, 1], got {self.uncertain_rate}")
+        if not isinstance(self.site, SiteConfig):
+            raise ValueError(f"site must be a SiteConfig, got {self.site!r}")
 
     @property
     def flip_pos_to_neg(self) -> float:
         """P(observed 0 | true 1) for a pathology under this config."""
-        return FLIP_POS_TO_NEG if self.report_noise else 0.0
+        return self.site.flip_pos_to_neg if self.report_noise else 0.0
 
     @property
     def flip_neg_to_pos(self) -> float:
         """P(observed 1 | true 0) for a pathology under this config."""
-        return FLIP_NEG_TO_POS if self.report_noise else 0.0
+        return self.site.flip_neg_to_pos if self.report_noise else 0.0
+
+    @property
+    def label_model(self) -> LabelModel:
+        """The label-model parameters of this config (the oracle's cache key)."""
+        prior = tuple(self.site.cause_prior[c] for c in CAUSES)
+        return LabelModel(prior, self.flip_pos_to_neg, self.flip_neg_to_pos)
 
 
 #: The default options (a module-level singleton used as the default argument).

@@ -5,7 +5,12 @@ prevalences and their true coupling structure (log odds ratios).
 The posteriors themselves are computed in :mod:`cxrkit.phantom.posterior` (closed form, exact
 ties kept). The observed labels modelled here are the 0/1 labels after report noise
 (``config.report_noise``); ``config.uncertain_rate`` is not modelled (uncertain -1 entries are
-skipped when scoring).
+skipped when scoring). Everything follows the label model of the config's site (its cause
+priors and report-noise rates, ``config.label_model``); the site's scanner changes only the
+pixels, not the oracle (perfect perception sees what is drawn). A truth sidecar read by
+:func:`cxrkit.phantom.files.phantom_tables` carries its phantom's config (site included) in
+``attrs["phantom_config"]``: :func:`oracle_scores` and :func:`oracle_auc` use it when no config is
+given, so a site_b phantom gets site_b's oracle.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ from cxrkit.phantom.posterior import (
 )
 
 __all__ = ["coupling_matrix", "expected_positive_count", "marginal_posterior", "oracle_auc", "oracle_scores",
-           "population_auc", "posterior", "prevalences"]
+           "population_auc", "posterior", "prevalences", "truth_config"]
+
+#: Key of a truth table's ``attrs`` holding the :class:`PhantomConfig` it was generated with.
+CONFIG_ATTR = "phantom_config"
 
 
 def expected_positive_count(config: PhantomConfig = DEFAULT_CONFIG) -> float:
@@ -44,7 +52,7 @@ def coupling_matrix(config: PhantomConfig = DEFAULT_CONFIG) -> pd.DataFrame:
     Returns:
         14 x 14 table indexed by LABELS on both axes.
     """
-    st = _states(config.report_noise)
+    st = _states(config.label_model)
     p = st.prior @ st.obs  # (14,)
     p11 = (st.obs * st.prior[:, None]).T @ st.obs  # E[P_i P_j]: independent given the state
     p11[_NF, [LABELS.index(q) for q in PATHOLOGIES]] = 0.0
@@ -58,14 +66,36 @@ def coupling_matrix(config: PhantomConfig = DEFAULT_CONFIG) -> pd.DataFrame:
     return pd.DataFrame(lor, index=list(LABELS), columns=list(LABELS))
 
 
+def truth_config(truth_df: pd.DataFrame, config: PhantomConfig | None = None) -> PhantomConfig:
+    """The config to score a truth sidecar with: ``config`` when given, else the one the table
+    carries in ``attrs["phantom_config"]`` (:func:`cxrkit.phantom.files.phantom_tables`), else the
+    default (today's site with report noise).
+
+    Raises:
+        TypeError: the table's attribute is not a PhantomConfig.
+    """
+    if config is not None:
+        return config
+    found = truth_df.attrs.get(CONFIG_ATTR, DEFAULT_CONFIG)
+    if not isinstance(found, PhantomConfig):
+        raise TypeError(f"truth table attrs[{CONFIG_ATTR!r}] must be a PhantomConfig, got {found!r}")
+    return found
+
+
 def oracle_scores(
-    truth_df: pd.DataFrame, marginal: bool = False, config: PhantomConfig = DEFAULT_CONFIG
+    truth_df: pd.DataFrame, marginal: bool = False, config: PhantomConfig | None = None
 ) -> pd.DataFrame:
     """Oracle (or marginal oracle) scores for every image of a truth sidecar.
+
+    Args:
+        truth_df: the truth sidecar (``Image_name`` and ``drawn_<label>`` columns).
+        marginal: the marginal oracle (each label from its own drawn flag).
+        config: the label model's options; None: the table's own (:func:`truth_config`).
 
     Returns:
         ``Image_name`` then one score column per label (LABELS order).
     """
+    config = truth_config(truth_df, config)
     fn = marginal_posterior if marginal else posterior
     scores = pd.DataFrame(fn(truth_df, config), columns=list(LABELS), index=truth_df.index)
     scores.insert(0, "Image_name", truth_df["Image_name"].to_numpy())
@@ -76,12 +106,14 @@ def oracle_auc(
     truth_df: pd.DataFrame,
     labels_df: pd.DataFrame,
     marginal: bool = False,
-    config: PhantomConfig = DEFAULT_CONFIG,
+    config: PhantomConfig | None = None,
 ) -> tuple[pd.Series, float]:
     """Per-label and macro AUC of the oracle against observed labels.
 
     Images are aligned by ``Image_name`` (only those in both tables). Entries that are -1 or
     NaN are skipped; a label left with a single class gets NaN and is excluded from the macro.
+    ``config`` None scores with the truth table's own config (:func:`truth_config`: the site of
+    a phantom read by :func:`cxrkit.phantom.files.phantom_tables`).
 
     Returns:
         ``(per_label, macro)``: AUC per label (LABELS index) and their mean over scored labels.
@@ -115,7 +147,7 @@ def population_auc(
     Returns:
         ``(per_label, macro)`` as in :func:`oracle_auc`.
     """
-    table = _pattern_table(config.report_noise)
+    table = _pattern_table(config.label_model)
     post, prob = table.post, table.prob
     score = marginal_posterior(table.patterns, config) if marginal else post
     auc = {}

@@ -9,9 +9,11 @@ are independent, so every quantity is a sum over states of products. No sampling
 
 Exact ties: many posteriors are equal in exact arithmetic (Pleural Other depends on its own
 flag only; a drawn finding is present whatever else is drawn) but come out ulps apart. So the
-posterior of every possible drawn pattern (4224 of 2^13) is tabulated once per ``report_noise``,
-each label's values equal up to rounding are given one value (checked unambiguous), and every
-oracle score is looked up there: AUCs on a finite split see the exact ties as ties.
+posterior of every possible drawn pattern (4224 of 2^13) is tabulated once per label-model
+configuration (:class:`~cxrkit.phantom.model.LabelModel`: the site's cause priors and report-noise
+rates, no noise without ``report_noise``), each label's values equal up to rounding are given one
+value (checked unambiguous), and every oracle score is looked up there: AUCs on a finite split see
+the exact ties as ties. A site's scanner does not enter: perfect perception sees what is drawn.
 """
 from __future__ import annotations
 
@@ -23,7 +25,6 @@ import pandas as pd
 
 from cxrkit.data.labels import LABELS
 from cxrkit.phantom.model import (
-    CAUSE_PRIOR,
     CAUSES,
     DEFAULT_CONFIG,
     DRAWABLE,
@@ -34,6 +35,7 @@ from cxrkit.phantom.model import (
     NOISY_OR_FINDINGS,
     PATHOLOGIES,
     VISIBILITY,
+    LabelModel,
     PhantomConfig,
     finding_probabilities,
 )
@@ -61,16 +63,35 @@ class _States:
     obs: np.ndarray  # (S, 14) P(y_obs_j = 1 | s), LABELS order (No Finding included)
 
 
-@lru_cache(maxsize=4)
-def _states(report_noise: bool) -> _States:
-    """Enumerate the states and tabulate everything the oracle needs."""
+def _label_model(spec: LabelModel | PhantomConfig | bool) -> LabelModel:
+    """The label model of a config; a bool is ``report_noise`` at the default site."""
+    if isinstance(spec, LabelModel):
+        return spec
+    if isinstance(spec, PhantomConfig):
+        return spec.label_model
+    if isinstance(spec, (bool, np.bool_)):
+        return PhantomConfig(report_noise=bool(spec)).label_model
+    raise TypeError(f"expected a LabelModel, PhantomConfig or report_noise bool, got {spec!r}")
+
+
+def _states(spec: LabelModel | PhantomConfig | bool) -> _States:
+    """The per-state quantities of a label model (cached per :class:`LabelModel`)."""
+    return _states_of(_label_model(spec))
+
+
+@lru_cache(maxsize=8)
+def _states_of(lm: LabelModel) -> _States:
+    """Enumerate the states and tabulate everything the oracle needs (design doc, section 5).
+
+    The prior of a state is prod_k P(c_k) (the site's cause priors, ``lm.cause_prior``) times the
+    noisy-OR probabilities of Lung Opacity's children given c; report noise enters through
+    P(y_obs | y_true) with the rates ``lm.flip_pos_to_neg`` and ``lm.flip_neg_to_pos``.
+    """
     n_c, n_h = 2 ** len(CAUSES), 2 ** len(LUNG_OPACITY_CHILDREN)
     c = (np.arange(n_c)[:, None] >> np.arange(len(CAUSES))) & 1  # (64, 6)
     h = (np.arange(n_h)[:, None] >> np.arange(len(LUNG_OPACITY_CHILDREN))) & 1  # (32, 5)
-    prior_c = np.prod(
-        np.where(c == 1, [CAUSE_PRIOR[k] for k in CAUSES], [1 - CAUSE_PRIOR[k] for k in CAUSES]),
-        axis=1,
-    )
+    cause_prior = np.asarray(lm.cause_prior, dtype=float)
+    prior_c = np.prod(np.where(c == 1, cause_prior, 1 - cause_prior), axis=1)
     p_find = finding_probabilities(c)  # (64, 12)
     child_idx = [NOISY_OR_FINDINGS.index(ch) for ch in LUNG_OPACITY_CHILDREN]
     p_child = p_find[:, child_idx]  # (64, 5)
@@ -110,14 +131,11 @@ def _states(report_noise: bool) -> _States:
     )
     true_marg[:, lo] = np.where(any_child == 1, LO_GIVEN_CHILD, LO_LEAK)
 
-    config = PhantomConfig(report_noise=report_noise)
     obs_marg = true_marg.copy()
     obs_if_drawn, obs_if_hidden = true_if_drawn.copy(), true_if_hidden.copy()
     for arr in (obs_marg, obs_if_drawn, obs_if_hidden):
         t = arr[:, _PATH_IN_DRAWABLE]
-        arr[:, _PATH_IN_DRAWABLE] = (
-            t * (1 - config.flip_pos_to_neg) + (1 - t) * config.flip_neg_to_pos
-        )
+        arr[:, _PATH_IN_DRAWABLE] = t * (1 - lm.flip_pos_to_neg) + (1 - t) * lm.flip_neg_to_pos
     obs = np.zeros((n_s, len(LABELS)))
     obs[:, _DRAWABLE_IN_LABELS] = obs_marg
     obs[:, _NF] = np.prod(1 - obs_marg[:, _PATH_IN_DRAWABLE], axis=1)
@@ -222,14 +240,24 @@ class _Table:
     gap: np.ndarray  # (14,) smallest relative gap between tie groups, per label
 
 
-@lru_cache(maxsize=4)
-def _pattern_table(report_noise: bool) -> _Table:
+def _pattern_table(spec: LabelModel | PhantomConfig | bool) -> _Table:
+    """The canonical posterior of all possible drawn patterns of a label model (cached per
+    :class:`LabelModel`; a bool is ``report_noise`` at the default site).
+
+    Raises:
+        ValueError: if a label's ties are ambiguous (see :func:`_canonicalise`).
+    """
+    return _pattern_table_of(_label_model(spec))
+
+
+@lru_cache(maxsize=8)
+def _pattern_table_of(lm: LabelModel) -> _Table:
     """Tabulate the canonical posterior of all possible drawn patterns (design doc, section 5).
 
     Raises:
         ValueError: if a label's ties are ambiguous (see :func:`_canonicalise`).
     """
-    st = _states(report_noise)
+    st = _states_of(lm)
     n_d = len(DRAWABLE)
     r = ((np.arange(2**n_d)[:, None] >> np.arange(n_d)) & 1).astype(float)
     parts = [_posterior_patterns(r[i : i + _CHUNK], st) for i in range(0, len(r), _CHUNK)]
@@ -239,7 +267,7 @@ def _pattern_table(report_noise: bool) -> _Table:
     post, spread, gap = np.empty_like(raw), np.empty(len(LABELS)), np.empty(len(LABELS))
     for j, lab in enumerate(LABELS):
         post[:, j], spread[j], gap[j] = _canonicalise(
-            raw[:, j], f"oracle posterior of {lab} (report_noise={report_noise})"
+            raw[:, j], f"oracle posterior of {lab} ({lm.describe()})"
         )
     row = np.full(2**n_d, -1)
     row[possible] = np.arange(possible.sum())
@@ -258,7 +286,8 @@ def posterior(
 
     Args:
         drawn: (N, 13) 0/1 flags in DRAWABLE order, or a table with ``drawn_<label>`` columns.
-        config: label-model options (only ``report_noise`` matters).
+        config: label-model options: only its label model matters (``report_noise`` and the
+            site's cause priors and report-noise rates, :attr:`PhantomConfig.label_model`).
 
     Returns:
         (N, 14) probabilities in LABELS order.
@@ -268,7 +297,7 @@ def posterior(
             drawn together with one of its children), or if the flags are malformed.
     """
     r = _drawn_array(drawn)
-    table = _pattern_table(config.report_noise)
+    table = _pattern_table(config.label_model)
     codes = r.astype(np.int64) @ (1 << np.arange(len(DRAWABLE), dtype=np.int64))
     rows = table.row[codes]
     if (rows < 0).any():
@@ -282,7 +311,7 @@ def posterior(
 
 def _marginal_tables(config: PhantomConfig) -> tuple[np.ndarray, np.ndarray]:
     """P(y_obs_d = 1 | r_d = 1) and P(y_obs_d = 1 | r_d = 0) for the 13 drawable labels."""
-    st = _states(config.report_noise)
+    st = _states(config.label_model)
     p1 = st.prior @ st.p_drawn
     given1 = (st.prior @ (st.p_drawn * st.obs_if_drawn)) / p1
     given0 = (st.prior @ ((1 - st.p_drawn) * st.obs_if_hidden)) / (1 - p1)
@@ -303,7 +332,7 @@ def marginal_posterior(
 
     Args:
         drawn: (N, 13) 0/1 flags in DRAWABLE order, or a table with ``drawn_<label>`` columns.
-        config: label-model options (only ``report_noise`` matters).
+        config: label-model options (only its label model matters, as in :func:`posterior`).
 
     Returns:
         (N, 14) probabilities in LABELS order.
@@ -318,6 +347,7 @@ def marginal_posterior(
 
 
 def prevalences(config: PhantomConfig = DEFAULT_CONFIG) -> pd.Series:
-    """Exact P(y_obs_j = 1) of the 14 labels (their sum is the expected positives per image)."""
-    st = _states(config.report_noise)
+    """Exact P(y_obs_j = 1) of the 14 labels under the config's label model (their sum is the
+    expected positives per image)."""
+    st = _states(config.label_model)
     return pd.Series(st.prior @ st.obs, index=list(LABELS), name="prevalence")

@@ -19,9 +19,7 @@ from cxrkit.phantom.model import (
     _DECIMALS,
     _HABITUS_JITTER,
     _HABITUS_PATIENT,
-    AP_PROB_CRITICAL,
-    AP_PROB_OTHER,
-    CAUSE_PRIOR,
+    AGE_CARDIAC,
     CAUSES,
     DEFAULT_CONFIG,
     DRAWABLE,
@@ -63,7 +61,8 @@ def sample_studies(
     Args:
         n_patients: number of patients (each has 1-4 studies, mean 1.8).
         seed: seed of ``np.random.default_rng``.
-        config: label-model options.
+        config: label-model options, with the site (population: cause priors, AP share, age;
+            labeller: report-noise rates) the studies come from.
 
     Returns:
         One row per study: the public columns (META_COLUMNS then the 14 observed labels), then
@@ -74,11 +73,11 @@ def sample_studies(
         raise ValueError(f"n_patients must be >= 1, got {n_patients}")
     rng = np.random.default_rng(seed)
     pat = _patients(rng, n_patients)
-    causes = _causes(rng, pat["study"])
+    causes = _causes(rng, pat["study"], config)
     p_find, true_find, any_child, true_lo = _findings(rng, causes)
     true_13, drawn, sev = _visibility(rng, true_find, any_child, true_lo)
     true_path, obs_13 = _report_noise(rng, true_13, config)
-    meta = _metadata(rng, pat, causes)
+    meta = _metadata(rng, pat, causes, config)
 
     # Observed labels in LABELS order, with optional uncertainty.
     n = len(pat["patient"])
@@ -115,10 +114,11 @@ def _patients(rng: np.random.Generator, n_patients: int) -> dict[str, Any]:
             "patient": patient, "first": first, "study": study}
 
 
-def _causes(rng: np.random.Generator, study: np.ndarray) -> np.ndarray:
-    """(n, 6) causes with persistence: rows are patient-major, so row i-1 is the previous study."""
+def _causes(rng: np.random.Generator, study: np.ndarray, config: PhantomConfig) -> np.ndarray:
+    """(n, 6) causes with persistence: rows are patient-major, so row i-1 is the previous study.
+    The priors are the site's (``config.site.cause_prior``)."""
     n, n_causes = len(study), len(CAUSES)
-    prior = np.array([CAUSE_PRIOR[c] for c in CAUSES])
+    prior = np.array([config.site.cause_prior[c] for c in CAUSES])
     persist = np.array([PERSISTENCE[c] for c in CAUSES])
     fresh = rng.random((n, n_causes)) < prior
     keep = rng.random((n, n_causes)) < persist
@@ -175,17 +175,20 @@ def _report_noise(rng: np.random.Generator, true_13: np.ndarray,
     return true_path, obs_13
 
 
-def _metadata(rng: np.random.Generator, pat: dict[str, Any], causes: np.ndarray) -> dict[str, Any]:
-    """Per study: AP view, age, habitus (the patient's, jittered) and the image seed."""
+def _metadata(rng: np.random.Generator, pat: dict[str, Any], causes: np.ndarray,
+              config: PhantomConfig) -> dict[str, Any]:
+    """Per study: AP view, age, habitus (the patient's, jittered) and the image seed. The AP
+    shares and the age distribution are the site's (``config.site``)."""
     n, study, first, counts, patient = len(pat["patient"]), pat["study"], pat["first"], pat["counts"], pat["patient"]
+    site = config.site
     ap = rng.random(n) < np.where(
-        causes[:, CAUSES.index("critical")], AP_PROB_CRITICAL, AP_PROB_OTHER
+        causes[:, CAUSES.index("critical")], site.ap_prob_critical, site.ap_prob_other
     )
     gap = np.where(study > 1, rng.integers(0, 3, n), 0)
     gap_cum = np.cumsum(gap)
     years_since_first = gap_cum - np.repeat(gap_cum[first], counts)
     cardiac_first = causes[first, CAUSES.index("cardiac")]
-    base_age = np.clip(np.round(55.0 + 16.0 * pat["age_noise"] + 10.0 * cardiac_first), 18, 90)
+    base_age = np.clip(np.round(site.age_mean + site.age_sd * pat["age_noise"] + AGE_CARDIAC * cardiac_first), 18, 90)
     age = np.minimum(base_age[patient] + years_since_first, 95).astype(int)
     hab = {
         k: np.round(

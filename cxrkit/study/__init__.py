@@ -12,11 +12,16 @@ Everything a notebook needs is importable from here; the modules are:
 * :mod:`~cxrkit.study.config` -- the parameters (:class:`StudyConfig`, :func:`load_study`).
 * :mod:`~cxrkit.study.data` -- the phantom and folds prepared, the dataset table, labels, patients.
 * :mod:`~cxrkit.study.runs` -- the training runs: missing ones, saved predictions and couplings.
+* :mod:`~cxrkit.study.inference` -- a variant's runs applied to new images (:func:`infer`).
 * :mod:`~cxrkit.study.steps`, :mod:`~cxrkit.study.runner` -- the steps, run with papermill.
 * :mod:`~cxrkit.study.outputs` -- what a notebook writes into the report (:class:`Outputs`).
 * :mod:`~cxrkit.study.report` -- the HTML pages.
 * :mod:`~cxrkit.study.comparison`, :mod:`~cxrkit.study.coupling`,
   :mod:`~cxrkit.study.cooccurrence`, :mod:`~cxrkit.study.oracle` -- the analyses behind the tables.
+* :mod:`~cxrkit.study.trust`, :mod:`~cxrkit.study.subgroups` -- how far to trust a model
+  (``08_trust``): calibration, operating points, subgroups; figures in :mod:`~cxrkit.study.trust_plots`.
+* :mod:`~cxrkit.study.saliency` -- Grad-CAM of each variant scored against the true regions
+  (``09_saliency``); figures in :mod:`~cxrkit.study.saliency_plots`.
 * :mod:`~cxrkit.study.analysis`, :mod:`~cxrkit.study.plots`, :mod:`~cxrkit.study.literature` --
   computations, figures and the literature rows of Table I.
 """
@@ -36,6 +41,7 @@ from cxrkit.study.data import (
     split_leakage,
     true_labels,
 )
+from cxrkit.study.inference import infer, variant_runs
 from cxrkit.study.oracle import oracle_table, true_coupling
 from cxrkit.study.outputs import HEADLINES, MANIFEST, Outputs, forget_step, step_outputs
 from cxrkit.study.report import write_index, write_reports_index
@@ -48,7 +54,24 @@ from cxrkit.study.runs import (
     missing_runs,
     require_runs,
 )
+from cxrkit.study.saliency import run_saliency, saliency_tables, true_regions
 from cxrkit.study.steps import NOTEBOOKS, Step, plan
+from cxrkit.study.subgroups import (
+    confounder_headline,
+    subgroup_analysis,
+    subgroup_attributes,
+    subgroup_operating_points,
+    view_confounder,
+    view_shift,
+)
+from cxrkit.study.trust import (
+    calibration,
+    ensemble_predictions,
+    oof_predictions,
+    operating_point_headline,
+    operating_points,
+    oracle_predictions,
+)
 
 __all__ = [
     "HEADLINES",
@@ -63,23 +86,31 @@ __all__ = [
     "ablation",
     "auto_jobs",
     "best_recovery",
+    "calibration",
     "comparisons",
+    "confounder_headline",
     "coupled_variants",
     "coupling_recovery",
     "data_fingerprint",
     "dataset_table",
+    "ensemble_predictions",
     "ensure_kernel",
     "final_test_table",
     "fold_couplings",
     "fold_predictions",
     "forget_step",
     "gain_vs_cooccurrence",
+    "infer",
     "is_phantom",
     "lambda_sweep",
     "load_dataset",
     "load_study",
     "main_variant",
     "missing_runs",
+    "oof_predictions",
+    "operating_point_headline",
+    "operating_points",
+    "oracle_predictions",
     "oracle_table",
     "our_table_i_rows",
     "patient_ids",
@@ -87,13 +118,22 @@ __all__ = [
     "plan",
     "prepare",
     "require_runs",
+    "run_saliency",
     "run_study",
+    "saliency_tables",
     "split_groups",
     "split_leakage",
     "step_outputs",
+    "subgroup_analysis",
+    "subgroup_attributes",
+    "subgroup_operating_points",
     "training_conditional",
     "true_coupling",
     "true_labels",
+    "true_regions",
+    "variant_runs",
+    "view_confounder",
+    "view_shift",
     "write_index",
     "write_reports_index",
 ]

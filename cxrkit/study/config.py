@@ -10,6 +10,7 @@ from typing import Any
 
 from cxrkit.data.datasets import check_dataset_options, check_test_split
 from cxrkit.data.images import ImagePolicy
+from cxrkit.study.cluster import ClusterConfig
 from cxrkit.training.config import TrainConfig
 from cxrkit.utils.params import ConfigError, from_dict, load_yaml
 from cxrkit.utils.paths import resolve
@@ -38,7 +39,8 @@ class StudyConfig:
     dataset: str = "gxs"
     dataset_options: dict = field(default_factory=dict)
     #: phantom generation when ``data`` does not exist yet: {patients, size, seed, format (png | png16 |
-    #: dicom)}; null for real data
+    #: dicom), site (a name: default | site_b, or a mapping, cxrkit.phantom.site.get_site)}; null for
+    #: real data
     phantom: dict | None = field(default_factory=lambda: {"patients": 1700, "size": 128, "seed": 0})
     n_folds: int = 3
     test_size: float = 0.2  #: share of the images held out for test (test_split: stratified)
@@ -53,9 +55,20 @@ class StudyConfig:
     train: dict = field(default_factory=dict)  #: TrainConfig overrides shared by every run
     bootstrap: int = 1000
     threshold: float = 0.5
+    #: equal-mass bins of the expected calibration error and the reliability diagrams (08_trust)
+    calibration_bins: int = 10
+    #: the sensitivity the second operating point of every label must reach on the out-of-fold
+    #: validation predictions (08_trust; the first is Youden's J)
+    target_sensitivity: float = 0.9
+    #: edges of the age bands of the subgroup analysis (08_trust): [50, 65] -> <50, 50-<65, >=65
+    age_bands: list = field(default_factory=lambda: [50, 65])
     auto_train: bool = False  #: notebooks 04-06 train missing runs themselves (smoke only)
     runs: str = "runs"  #: training outputs go to <runs>/<name>/
     reports: str = "reports"  #: the report goes to <reports>/<name>/ and <reports>/index.html
+    #: what each training job asks the scheduler for with `cxrkit study --executor slurm`
+    #: (cxrkit.study.cluster.ClusterConfig): partition, gpus_per_job, cpus_per_job, mem_gb,
+    #: time_min, account, qos, setup, sbatch, python; null: no cluster
+    cluster: dict | None = None
 
     def validate(self) -> StudyConfig:
         """Check every key (phantom, variants, dataset options, each variant's training
@@ -68,18 +81,29 @@ class StudyConfig:
             raise ConfigError(f"group: {self.group!r} is not 'patient' or 'image'")
         if self.n_folds < 2:
             raise ConfigError(f"n_folds: must be >= 2, got {self.n_folds}")
+        self._check_trust()
         check_dataset_options(self.dataset, self.dataset_options)  # keys the loader accepts, nothing set twice
         check_test_split(self.dataset, self.dataset_options, self.test_split)  # an official test the data has
         if self.phantom is not None:
-            unknown = set(self.phantom) - {*PHANTOM_KEYS, "format"}
+            unknown = set(self.phantom) - {*PHANTOM_KEYS, "format", "site"}
             if unknown:
-                raise ConfigError(f"phantom: unknown key(s) {sorted(unknown)} (known: patients, size, seed, format)")
+                raise ConfigError(f"phantom: unknown key(s) {sorted(unknown)} (known: patients, size, seed, format, "
+                                  f"site)")
+            # here: reading a study imports the phantom only when it has one
+            from cxrkit.phantom.site import get_site
+
+            try:
+                get_site(self.phantom.get("site"), where="phantom.site")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
             if self.phantom.get("format", PHANTOM_FORMATS[0]) not in PHANTOM_FORMATS:
                 raise ConfigError(f"phantom.format: {self.phantom['format']!r} is not one of {PHANTOM_FORMATS}")
             for key, (low, what) in PHANTOM_KEYS.items():
                 value = self.phantom.get(key, low)
                 if not isinstance(value, int) or isinstance(value, bool) or value < low:
                     raise ConfigError(f"phantom.{key}: must be {what}, got {value!r}")
+        if self.cluster is not None:
+            ClusterConfig.parse(self.cluster)
         if not self.variants:
             raise ConfigError("variants: at least one refiner is needed")
         for key in ("data", "dataset", "dataset_options", "splits", "fold", "refiner", "out"):
@@ -94,6 +118,17 @@ class StudyConfig:
         for name in specs:
             self.train_config(0, name)  # validates the train overrides of every variant
         return self
+
+    def _check_trust(self) -> None:
+        """The parameters of 08_trust: calibration_bins, target_sensitivity, age_bands."""
+        if self.calibration_bins < 2:
+            raise ConfigError(f"calibration_bins: must be an integer >= 2, got {self.calibration_bins}")
+        if not 0 < self.target_sensitivity < 1:
+            raise ConfigError(f"target_sensitivity: must be in (0, 1), got {self.target_sensitivity}")
+        edges = self.age_bands
+        if not edges or not all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in edges) \
+                or any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ConfigError(f"age_bands: must be a non-empty list of increasing ages (band edges), got {edges!r}")
 
     def variant_specs(self) -> dict[str, dict[str, Any]]:
         """Variant name -> its refiner and train overrides, in order (first = baseline)."""
@@ -163,7 +198,18 @@ class StudyConfig:
         values = {**self.train, **own, "data": self.data, "dataset": self.dataset,
                   "dataset_options": self.dataset_options, "splits": str(self.splits_path), "fold": fold,
                   "out": str(self.train_dir(fold, variant))}
+        if isinstance(values.get("tracking"), dict) and values["tracking"].get("mlflow"):
+            values["tracking"] = self._tracking(values["tracking"], variant)
         return from_dict(TrainConfig, values, source=f"study {self.name!r} variant {variant!r}")
+
+    def _tracking(self, tracking: dict[str, Any], variant: str) -> dict[str, Any]:
+        """``train.tracking`` with the study's MLflow defaults: the study's name as the experiment,
+        tags naming the study and the variant."""
+        mlflow = tracking["mlflow"] if isinstance(tracking["mlflow"], dict) else {}
+        tags = mlflow.get("tags") if isinstance(mlflow.get("tags"), dict) else {}
+        mlflow = {"experiment": self.name, **mlflow, "tags": {"cxrkit.study": self.name, "cxrkit.variant": variant,
+                                                               **tags}}
+        return {**tracking, "mlflow": mlflow}
 
 
 def load_study(path: str | Path, **overrides: Any) -> StudyConfig:

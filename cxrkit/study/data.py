@@ -42,10 +42,13 @@ def prepare(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
     root = resolve(cfg.data)
     if cfg.phantom is not None:
         from cxrkit.phantom.generate import code_digest, generate
+        from cxrkit.phantom.model import PhantomConfig
+        from cxrkit.phantom.site import get_site
 
+        site = get_site(cfg.phantom.get("site"), where="phantom.site")
         want = {"n_patients": cfg.phantom.get("patients", 1700), "size": cfg.phantom.get("size", 128),
                 "seed": cfg.phantom.get("seed", 0), "format": cfg.phantom.get("format", "png"),
-                "code_digest": code_digest()}
+                "site": site.record(), "code_digest": code_digest()}
         marker = root / "phantom.json"
         have = json.loads(marker.read_text()) if marker.is_file() else None
         if have is None or any(have.get(k) != v for k, v in want.items()) or not have.get("complete", True):
@@ -53,7 +56,7 @@ def prepare(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
             if have is not None and progress:
                 print(f"regenerating the phantom at {root}: its parameters or generator code changed", flush=True)
             generate(root, n_patients=want["n_patients"], size=want["size"], seed=want["seed"], progress=progress,
-                     overwrite=have is not None, image_format=want["format"])
+                     overwrite=have is not None, image_format=want["format"], config=PhantomConfig(site=site))
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist: set 'data' in the parameter file to "
                                 f"your copy of the dataset (see README, 'Using a real dataset')")

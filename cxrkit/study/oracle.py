@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cxrkit.phantom.files import phantom_tables, split_groups
+from cxrkit.phantom.files import phantom_config, phantom_tables, split_groups
 from cxrkit.phantom.oracle import coupling_matrix, oracle_auc
 from cxrkit.study.config import StudyConfig
 from cxrkit.study.data import is_phantom
@@ -42,4 +42,4 @@ def true_coupling(cfg: StudyConfig) -> pd.DataFrame | None:
     """The phantom's exact log odds ratio matrix of the observed labels (None for real data)."""
     if not is_phantom(cfg):
         return None
-    return coupling_matrix()
+    return coupling_matrix(phantom_config(cfg.data))  # the site's label model (phantom.json)

@@ -1,5 +1,6 @@
 """Running a study: the notebooks executed in order with papermill, skipped when nothing they
-depend on changed, training notebooks in parallel jobs; then the HTML report.
+depend on changed, training notebooks in parallel jobs (local processes, or cluster jobs through
+submitit: :mod:`cxrkit.study.jobs`); then the HTML report.
 
 ``cxrkit study -f params/default.yaml`` executes the numbered notebooks in order (``03_train``
 once per fold and variant) into ``reports/<name>/``, renders each to HTML and writes
@@ -19,13 +20,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cxrkit.study.cluster import check_executor
 from cxrkit.study.config import StudyError, load_study
 from cxrkit.study.data import data_fingerprint
+from cxrkit.study.jobs import JobLauncher
 from cxrkit.study.outputs import HEADLINES, MANIFEST, forget_step, read_json
 from cxrkit.study.report import write_index
-from cxrkit.study.steps import Step, plan
+from cxrkit.study.steps import NotebookFailed, Step, plan
+from cxrkit.study.tracking import track_study
 from cxrkit.utils.files import write_json
-from cxrkit.utils.params import ConfigError, to_dict
+from cxrkit.utils.params import ConfigError, load_yaml, to_dict
 from cxrkit.utils.paths import project_root, resolve
 from cxrkit.utils.provenance import environment
 
@@ -43,16 +47,32 @@ def ensure_kernel() -> str:
     return KERNEL_NAME
 
 
+def _code_digest() -> bytes:
+    """The digest of the package's code (every module's source): part of every step's key."""
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted((project_root() / "cxrkit").rglob("*.py")))).digest()
+
+
 def _step_key(step: Step, params_text: str, upstream: str, data: str = "") -> str:
     """Hash of what a step's result depends on: its notebook, the package code, the parameter
     file, the step's parameters, the upstream steps' keys and the data fingerprint ``data``."""
     nb = (project_root() / "notebooks" / f"{step.notebook}.ipynb").read_bytes()
-    code = b"".join(p.read_bytes() for p in sorted((project_root() / "cxrkit").rglob("*.py")))
+    code = _code_digest()
     h = hashlib.sha256()
     for part in (nb, code, params_text.encode(), json.dumps(step.parameters, sort_keys=True).encode(), upstream.encode(),
                  data.encode()):
         h.update(hashlib.sha256(part).digest())
     return h.hexdigest()[:16]
+
+
+def key_text(params_path: Path) -> str:
+    """The study file as far as the steps' results depend on it, for their keys: its parameters
+    without ``cluster`` (where the training notebooks run) and ``train.tracking`` (where the runs
+    are logged), so that moving a study to a cluster or turning tracking on re-runs nothing."""
+    values = load_yaml(params_path)
+    values.pop("cluster", None)
+    if isinstance(values.get("train"), dict):
+        values["train"] = {k: v for k, v in values["train"].items() if k != "tracking"}
+    return json.dumps(values, sort_keys=True, default=str)
 
 
 def _render_html(ipynb: Path, out: Path) -> None:
@@ -93,7 +113,7 @@ def auto_jobs() -> int:
 
 
 def run_study(params_file: str | Path, *, force: bool = False, only: Sequence[str] | None = None,
-              progress: bool = True, jobs: int | str = 1) -> dict[str, Any]:
+              progress: bool = True, jobs: int | str | None = None, executor: str = "local") -> dict[str, Any]:
     """Execute every step of the study with papermill and write the HTML report.
 
     Args:
@@ -103,35 +123,55 @@ def run_study(params_file: str | Path, *, force: bool = False, only: Sequence[st
         progress: Print one line per step.
         jobs: Training notebooks (``03_train``, one per fold and variant) run this many at a
             time, each as its own papermill job (one GPU each when GPUs are present);
-            ``"auto"`` picks :func:`auto_jobs`.
+            ``"auto"`` picks :func:`auto_jobs`; None: 1, or with a cluster executor all at once.
+        executor: Where training notebooks run (:data:`cxrkit.study.cluster.EXECUTORS`): ``local``
+            (papermill here), ``slurm`` (a SLURM job each, through submitit, as the study file's
+            ``cluster:`` block asks) or ``local-submitit`` (the same jobs as local processes).
 
     Raises:
-        StudyError: naming the failing notebook and cell; the partial outputs are kept.
+        StudyError: naming the failing notebook and cell (and a job's log files); the partial
+            outputs are kept.
+        ConfigError: before anything runs, for a bad parameter, executor or ``cluster:`` block.
     """
-    if jobs == "auto":
-        jobs = auto_jobs()
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise ConfigError(f"jobs: must be an integer >= 1 or 'auto', got {jobs!r}")
     params_path = resolve(params_file)
     cfg = load_study(params_path).validate()
+    cluster = check_executor(executor, cfg.cluster)  # before anything runs
+    jobs = _check_jobs(jobs, cluster is not None)
     params_arg = str(params_path.relative_to(project_root())) if params_path.is_relative_to(project_root()) else str(params_path)
     kernel = ensure_kernel()
     out = cfg.report_dir
     steps = plan(cfg, params_arg)
     state = _open_report(out, params_path, steps)
     data_fp = data_fingerprint(cfg, progress=progress)  # once per invocation; part of every step's key
-    executor = _Executor(out, steps, state, kernel, jobs, progress)
-    todo = _steps_to_run(steps, state, out, params_path.read_text(), data_fp, force=force, only=only,
+    launcher = JobLauncher(executor, cluster, out / "jobs", cfg.name, progress) if cluster else None
+    todo = _steps_to_run(steps, state, out, key_text(params_path), data_fp, force=force, only=only,
                          progress=progress)
+    runner = _Executor(out, steps, state, kernel, jobs or len(todo) or 1, progress, launcher)
     t_study = time.time()
     try:
-        _run_in_order(todo, jobs, executor.execute)
+        _run_in_order(todo, jobs or len(todo), runner.execute, launcher.stop if launcher else lambda: None)
     finally:
         write_json(out / "provenance.json", {"params_file": str(params_path), "params": to_dict(cfg), "jobs": jobs,
+                                              "executor": executor,
                                               "wall_seconds_this_invocation": round(time.time() - t_study, 1),
                                               **environment()})
         write_index(cfg)
+        track_study(cfg, out, state)  # with train.tracking.mlflow: the report's tables in a study-level run
     return {"index": str(out / "index.html"), "report_dir": str(out), "steps": state}
+
+
+def _check_jobs(jobs: int | str | None, cluster: bool) -> int | None:
+    """Training notebooks at a time: ``auto`` is :func:`auto_jobs` locally and every one at once on
+    a cluster (None), None is 1 locally.
+
+    Raises:
+        ConfigError: not an integer >= 1, ``auto`` or None.
+    """
+    if jobs is None or jobs == "auto":
+        return None if cluster else (1 if jobs is None else auto_jobs())
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError(f"jobs: must be an integer >= 1 or 'auto', got {jobs!r}")
+    return jobs
 
 
 def _open_report(out: Path, params_path: Path, steps: list[Step]) -> dict[str, Any]:
@@ -174,9 +214,11 @@ def _steps_to_run(steps: list[Step], state: dict[str, Any], out: Path, params_te
     return todo
 
 
-def _run_in_order(todo: list[tuple[Step, str]], jobs: int, execute: Callable[[Step, str], None]) -> None:
-    """Run the steps in order; consecutive training notebooks ``jobs`` at a time."""
-    from concurrent.futures import ThreadPoolExecutor
+def _run_in_order(todo: list[tuple[Step, str]], jobs: int, execute: Callable[[Step, str], None],
+                  stop: Callable[[], None] = lambda: None) -> None:
+    """Run the steps in order; consecutive training notebooks ``jobs`` at a time. Interrupted while
+    waiting for them, ``stop`` is called (a cluster executor cancels its jobs)."""
+    from concurrent.futures import ThreadPoolExecutor, wait
 
     i = 0
     while i < len(todo):
@@ -189,6 +231,11 @@ def _run_in_order(todo: list[tuple[Step, str]], jobs: int, execute: Callable[[St
         else:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
                 futures = [pool.submit(execute, st, k) for st, k in group]
+                try:
+                    wait(futures)
+                except BaseException:
+                    stop()
+                    raise
                 errors = [f.exception() for f in futures if f.exception() is not None]
             if errors:
                 raise errors[0]
@@ -197,14 +244,16 @@ def _run_in_order(todo: list[tuple[Step, str]], jobs: int, execute: Callable[[St
 
 class _Executor:
     """Executes steps with papermill (from several threads for parallel training notebooks), each
-    training notebook on a runtime slot of :func:`_runtime_slots`, keeping ``steps.json`` current."""
+    training notebook on a runtime slot of :func:`_runtime_slots` or, with a ``launcher``, as a
+    cluster job, keeping ``steps.json`` current."""
 
     def __init__(self, out: Path, steps: list[Step], state: dict[str, Any], kernel: str, jobs: int,
-                 progress: bool) -> None:
+                 progress: bool, launcher: JobLauncher | None = None) -> None:
         self.out, self.steps, self.state, self.kernel, self.progress = out, steps, state, kernel, progress
+        self.launcher = launcher
         self.lock = threading.Lock()
         self.slots: queue.Queue = queue.Queue()
-        for slot in _runtime_slots(jobs):
+        for slot in (_runtime_slots(jobs) if launcher is None else []):
             self.slots.put(slot)
 
     def save_state(self) -> None:
@@ -217,10 +266,9 @@ class _Executor:
         """Run one step; its old figures, tables and headline go first, the notebook writes them anew.
 
         Raises:
-            StudyError: naming the notebook and the failing cell (the partial notebook is kept).
+            StudyError: naming the notebook and the failing cell (the partial notebook is kept) and,
+                for a cluster job, its log files.
         """
-        import papermill as pm
-
         out = self.out
         ipynb, page = out / "notebooks" / f"{step.name}.ipynb", out / "notebooks" / f"{step.name}.html"
         if self.progress:
@@ -232,27 +280,45 @@ class _Executor:
             self.state[step.name] = entry
         self.save_state()
         forget_step(out, step.name)  # its old figures, tables and headline go; the notebook writes them anew
-        runtime = self.slots.get() if step.notebook == "03_train" else {}
         try:
-            pm.execute_notebook(str(project_root() / "notebooks" / f"{step.notebook}.ipynb"), str(ipynb),
-                                parameters={**step.parameters, **runtime}, kernel_name=self.kernel,
-                                cwd=str(project_root()), progress_bar=False, log_output=False)
-        except pm.PapermillExecutionError as exc:
-            entry.update(status="failed", seconds=round(time.time() - t0, 1),
-                         error=f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}")
+            self._notebook(step, ipynb, entry)
+        except NotebookFailed as exc:
+            entry.update(status="failed", seconds=round(time.time() - t0, 1), error=exc.error)
             self.save_state()
-            _render_html(ipynb, page)
-            raise StudyError(f"{step.notebook}.ipynb {step.parameters} failed in cell {exc.exec_count}: "
-                             f"{exc.ename}: {exc.evalue} (partial notebook: {ipynb})") from None
+            if ipynb.is_file():
+                _render_html(ipynb, page)
+            where = f"; {exc.where}" if exc.where else ""
+            raise StudyError(f"{step.notebook}.ipynb {step.parameters} failed in {exc.error} "
+                             f"(partial notebook: {ipynb}{where})") from None
         except BaseException:
             entry.update(status="interrupted", seconds=round(time.time() - t0, 1))
             self.save_state()
             raise
-        finally:
-            if runtime:
-                self.slots.put(runtime)
         _render_html(ipynb, page)
         entry.update(status="ok", seconds=round(time.time() - t0, 1))
         self.save_state()
         if self.progress:
             print(f"       {step.name} done in {entry['seconds']:.0f} s", flush=True)
+
+    def _notebook(self, step: Step, ipynb: Path, entry: dict[str, Any]) -> None:
+        """Execute ``step``'s notebook into ``ipynb``: a training notebook as a job of the launcher
+        (a cluster executor) or with papermill here on a runtime slot; the others here.
+
+        Raises:
+            NotebookFailed: naming the failing cell (and a job's logs).
+        """
+        import papermill as pm
+
+        source = project_root() / "notebooks" / f"{step.notebook}.ipynb"
+        if self.launcher is not None and step.notebook == "03_train":
+            self.launcher.run(step, source, ipynb, self.kernel, entry, self.save_state)
+            return
+        runtime = self.slots.get() if step.notebook == "03_train" else {}
+        try:
+            pm.execute_notebook(str(source), str(ipynb), parameters={**step.parameters, **runtime},
+                                kernel_name=self.kernel, cwd=str(project_root()), progress_bar=False, log_output=False)
+        except pm.PapermillExecutionError as exc:
+            raise NotebookFailed(f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}") from None
+        finally:
+            if runtime:
+                self.slots.put(runtime)

@@ -7,7 +7,17 @@ from typing import Any
 
 from cxrkit.study.config import StudyConfig
 
-NOTEBOOKS = ("01_explore", "02_folds", "03_train", "04_coupling", "05_ablation", "06_fold_agreement")
+NOTEBOOKS = ("01_explore", "02_folds", "03_train", "04_coupling", "05_ablation", "06_fold_agreement", "08_trust",
+             "09_saliency")
+
+
+class NotebookFailed(Exception):
+    """A step's notebook did not finish: ``error`` says where and why (``cell 3: ValueError: ...``,
+    recorded in ``steps.json``), ``where`` where to look besides the partial notebook (a job's logs)."""
+
+    def __init__(self, error: str, where: str = "") -> None:
+        super().__init__(error)
+        self.error, self.where = error, where
 
 
 @dataclass
@@ -28,5 +38,5 @@ def plan(cfg: StudyConfig, params_file: str) -> list[Step]:
     p = {"params_file": params_file}
     steps = [Step("01_explore", p), Step("02_folds", p)]
     steps += [Step("03_train", {**p, "fold": k, "refiner": v}) for v in cfg.variant_names for k in range(cfg.n_folds)]
-    steps += [Step(nb, p) for nb in ("04_coupling", "05_ablation", "06_fold_agreement")]
+    steps += [Step(nb, p) for nb in ("04_coupling", "05_ablation", "06_fold_agreement", "08_trust", "09_saliency")]
     return steps

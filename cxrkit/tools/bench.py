@@ -2,7 +2,9 @@
 
 1. Input pipeline feed rate (images/s through the DataLoader with training augmentation):
    decoding PNGs every epoch vs the pre-resized uint8 cache.
-2. Training and inference images/s of the default phantom model, with each pipeline.
+2. Training and inference images/s of the default phantom model, with each pipeline, and
+   ``cxrkit infer`` end to end: the 3-fold ensemble with flip TTA on a folder of PNGs
+   (:mod:`cxrkit.tools.bench_infer`).
 3. The sparse refiner's share of a training step of the paper backbone
    (seresnext101_32x4d) at 380 px (on the GPU when there is one).
 4. The patient bootstrap of the macro AUC.
@@ -30,6 +32,7 @@ import torch
 from cxrkit.data.pipeline import Augment, CXRImages, UInt8Cache, make_loader, to_model_input
 from cxrkit.losses import create_loss
 from cxrkit.models import create_model, create_refiner
+from cxrkit.tools.bench_infer import infer_rates
 from cxrkit.tools.real_tables import real_table_bench
 from cxrkit.training.config import TrainConfig
 from cxrkit.utils.files import write_json
@@ -166,6 +169,7 @@ def run_bench(data: Path | None = None, out: Path | None = None, quick: bool = F
     cache = UInt8Cache(paths, cfg.image_size, data_dir() / "cache")
     rows = _feed_rates(cfg, paths, y, aug, cache, quick)
     rows += _model_rates(cfg, paths, y, aug, cache, quick)
+    rows += infer_rates(data / "images", list(table.attrs["labels"]), out, quick)
     rows += process_scaling(data, out, epochs=1 if quick else 2)
     gpu = torch.cuda.is_available()
     batch = 2 if quick else (24 if gpu else 4)  # the paper's batch on a GPU

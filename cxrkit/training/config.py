@@ -109,6 +109,10 @@ class TrainConfig:
     seed: int = 0
     out: str = "runs/train"  #: run folder (checkpoints, predictions, provenance)
     progress: bool = True
+    #: experiment tracking, off by default (cxrkit.training.tracking): {mlflow: {uri, experiment,
+    #: run_name, tags}, tensorboard: {dir}}; `true` for a tracker's defaults. Rank 0 logs the
+    #: parameters, history.csv per epoch, metrics.json and the provenance; needs cxrkit[tracking]
+    tracking: dict = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
         """Check value ranges and choices; return self."""
@@ -154,17 +158,19 @@ class TrainConfig:
             raise ConfigError(f"focal_grad: applies to the asl and rasl losses, not {self.loss!r}")
 
     def _validate_names(self) -> None:
-        """The dataset and its options, the image policy, the refiner, the loss and the backbone
-        exist (checked before any data is read)."""
+        """The dataset and its options, the image policy, the trackers, the refiner, the loss and
+        the backbone exist (checked before any data is read)."""
         import timm  # here, not at the top: reading parameters (the CLI) does not import torch
 
         from cxrkit.data.datasets import check_dataset_options
         from cxrkit.data.images import ImagePolicy
         from cxrkit.losses import LOSSES
         from cxrkit.models import REFINERS
+        from cxrkit.training.tracking import TrackingConfig
 
         check_dataset_options(self.dataset, self.dataset_options)
         ImagePolicy.parse(self.image_policy)
+        TrackingConfig.parse(self.tracking)  # a tracker whose package is missing names the extra here
 
         for key, known in (("refiner", REFINERS), ("loss", LOSSES)):
             if getattr(self, key) not in known:

@@ -1,11 +1,15 @@
 """Devices and data-parallel processes: the device a run uses, the process group ``torchrun``
-starts (:class:`Dist`; only rank 0 writes files, every rank computes and gathers the metrics),
-and predictions gathered from every rank."""
+starts on one node or several (:class:`Dist`; only global rank 0 writes files, every rank computes
+and gathers the metrics; :func:`check_shared_folder` checks the nodes share the run folder), and
+predictions gathered from every rank."""
 
 from __future__ import annotations
 
 import os
+import socket
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,19 +71,67 @@ class Dist:
         return full
 
 
-def init_distributed() -> tuple[Dist, torch.device | None]:
-    """Join the process group when launched by torchrun (NCCL on GPUs, gloo on CPU)."""
+class DistributedError(RuntimeError):
+    """The processes of a data-parallel run cannot work together (too many per node, a run folder
+    the nodes do not share)."""
+
+
+def init_distributed(device: str = "auto") -> tuple[Dist, torch.device | None]:
+    """Join the process group when launched by torchrun, on one node or several.
+
+    ``RANK`` (global) decides who writes, ``LOCAL_RANK`` (on this node) which GPU the process
+    takes. NCCL on GPUs, gloo on CPUs (also with GPUs present when ``device`` is ``cpu``).
+
+    Args:
+        device: the run's ``device`` parameter.
+
+    Raises:
+        DistributedError: more processes on this node than it has GPUs.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist(), None
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() and device.split(":")[0] in ("auto", "cuda")
+    if cuda and local_rank >= torch.cuda.device_count():
+        raise DistributedError(f"process {local_rank} of node {socket.gethostname()} (LOCAL_RANK) has no GPU: "
+                               f"{torch.cuda.device_count()} visible; start at most that many processes per node "
+                               f"(torchrun --nproc-per-node)")
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
-    device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
+    device_ = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
     if cuda:
-        torch.cuda.set_device(device)
-    return Dist(rank, world, local_rank), device
+        torch.cuda.set_device(device_)
+    return Dist(rank, world, local_rank), device_
+
+
+def check_shared_folder(dist: Dist, folder: Path) -> None:
+    """Check that every process sees the files rank 0 writes in ``folder`` (the run folder): rank 0
+    writes a marker, every rank looks for it. Ranks on several nodes need one file system mounted
+    at the same path (rank 0 alone writes checkpoints, the cache and the predictions; every rank
+    reads ``last.pt`` to resume).
+
+    Raises:
+        DistributedError: on every rank, naming the ranks and hosts that do not see the marker.
+    """
+    if not dist.enabled:
+        return
+    token = [uuid.uuid4().hex if dist.main else None]
+    torch.distributed.broadcast_object_list(token, src=0)
+    marker = folder / f".shared-{token[0]}"
+    if dist.main:
+        marker.write_text(socket.gethostname())
+    dist.barrier()
+    seen: list[Any] = [None] * dist.world
+    torch.distributed.all_gather_object(seen, (dist.rank, socket.gethostname(), marker.is_file()))
+    dist.barrier()
+    if dist.main:
+        marker.unlink()
+    blind = [f"rank {r} on {host}" for r, host, ok in seen if not ok]
+    if blind:
+        raise DistributedError(f"{', '.join(blind)} cannot see the run folder {folder} that rank 0 writes on "
+                               f"{seen[0][1]}: with several nodes, the data, the folds, the run folder and the "
+                               f"image cache must be on a file system every node mounts at the same path")
 
 
 def predict_gathered(dist: Dist, model: torch.nn.Module, loader: torch.utils.data.DataLoader, device: torch.device,

@@ -7,7 +7,9 @@ are checked (:mod:`~cxrkit.training.resume`), the process and device chosen
 (:mod:`~cxrkit.training.setup`), a saved state restored (:mod:`~cxrkit.training.resume`), then
 per epoch one epoch of training and the validation (:mod:`~cxrkit.training.epoch`) and the
 checkpoints (:mod:`~cxrkit.training.checkpoint`), and finally the predictions
-(:mod:`~cxrkit.training.finish`).
+(:mod:`~cxrkit.training.finish`). With ``tracking`` set, rank 0 sends the parameters, every
+epoch's history row, the final metrics and the provenance to MLflow and/or TensorBoard as they are
+written (:mod:`~cxrkit.training.tracking`).
 
 A run folder holds: ``params.json`` and ``provenance.json`` (parameters, git revision, package
 versions, device, data fingerprint, ``image_decoding``: the image policy with every default filled
@@ -15,8 +17,9 @@ in, the decoder version and how many images were decoded each way), ``history.cs
 atomically after every epoch; an interrupted run resumes from it), ``best.pt`` (the evaluated
 model of the epoch with the best validation macro AUC: the EMA, or with ``ema_refiner: false``
 the EMA backbone and the live refiner), ``pred_val.csv`` / ``pred_test.csv`` (with flip
-TTA) and ``*_notta.csv`` (without), ``coupling.csv`` (learned matrix, when the refiner has one)
-and ``metrics.json``.
+TTA) and ``*_notta.csv`` (without), ``coupling.csv`` (learned matrix, when the refiner has one),
+``metrics.json`` and, with ``tracking``, ``tracking.json`` (the tracker runs, which a resumed run
+continues).
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ from cxrkit.data.images import DECODE_VERSION, ImagePolicy
 from cxrkit.evaluation.inference import resolve_amp
 from cxrkit.training.checkpoint import save_best, save_last
 from cxrkit.training.config import TrainConfig
-from cxrkit.training.distributed import Dist, init_distributed, pick_device
+from cxrkit.training.distributed import Dist, check_shared_folder, init_distributed, pick_device
 from cxrkit.training.epoch import FaultHook, train_one_epoch, validate
 from cxrkit.training.finish import finish
 from cxrkit.training.fold import FoldData, load_fold
 from cxrkit.training.resume import Progress, TrainingError, check_same_data, read_last, restore
 from cxrkit.training.setup import Run, set_up
+from cxrkit.training.tracking import open_tracking
 from cxrkit.utils.files import check_writable, write_json
 from cxrkit.utils.params import ConfigError, to_dict
 from cxrkit.utils.paths import resolve
@@ -62,35 +66,43 @@ def train(cfg: TrainConfig, *, fault_hook: FaultHook | None = None) -> dict[str,
     check_writable(out, "the run (checkpoints, predictions)", "choose another --out")  # before any data loads
     out.mkdir(parents=True, exist_ok=True)
     params = to_dict(cfg)
+    dist, device, amp_dtype = _devices(cfg, out)
     state = read_last(out / "last.pt", params)
-    dist, device, amp_dtype = _devices(cfg)
-    data = load_fold(cfg, out)
-    identity = {"data_fingerprint": data.data_fingerprint, "splits_fingerprint": data.splits_fingerprint}
-    check_same_data(state, identity, out / "last.pt")
-    if dist.main:
-        _write_record(out, params, device, dist, data, state)
-    run = set_up(cfg, data, dist, device, amp_dtype, out, params)
-    progress = restore(run, state)
-    while not progress.done and progress.epoch < cfg.epochs:
-        _epoch(run, progress, identity, fault_hook)
-    if progress.best["epoch"] < 0:
-        raise TrainingError(f"validation macro AUC was undefined in all {len(progress.history)} epoch(s) "
-                            f"(history: {out / 'history.csv'}); no best checkpoint was kept")
-    summary = finish(cfg, data, run.eval_model, run.best_path, device, run.mean, run.std, run.subset, dist)
-    summary.update({"best_epoch": progress.best["epoch"], "best_val_macro_auc": progress.best["val_macro_auc"],
-                    "epochs_run": len(progress.history), "nonfinite_skipped": progress.nonfinite,
-                    "amp_overflow_steps": progress.overflow, "world_size": dist.world,
-                    "wall_seconds": time.time() - t_start, "out": str(out)})
-    if dist.main:
-        write_json(out / "metrics.json", summary)
-    dist.barrier()
+    tracking = open_tracking(cfg.tracking, out, params, main=dist.main)  # before any data loads
+    with tracking:  # the tracker runs end FINISHED, FAILED or KILLED with the run
+        data = load_fold(cfg, out)
+        identity = {"data_fingerprint": data.data_fingerprint, "splits_fingerprint": data.splits_fingerprint}
+        check_same_data(state, identity, out / "last.pt")
+        if dist.main:
+            _write_record(out, params, device, dist, data, state)
+            tracking.record(out)
+        run = set_up(cfg, data, dist, device, amp_dtype, out, params)
+        progress = restore(run, state)
+        tracking.history(progress.history)  # epochs a resumed run's trackers have not received yet
+        while not progress.done and progress.epoch < cfg.epochs:
+            _epoch(run, progress, identity, fault_hook)
+            tracking.history(progress.history)
+        if progress.best["epoch"] < 0:
+            raise TrainingError(f"validation macro AUC was undefined in all {len(progress.history)} epoch(s) "
+                                f"(history: {out / 'history.csv'}); no best checkpoint was kept")
+        summary = finish(cfg, data, run.eval_model, run.best_path, device, run.mean, run.std, run.subset, dist)
+        summary.update({"best_epoch": progress.best["epoch"], "best_val_macro_auc": progress.best["val_macro_auc"],
+                        "epochs_run": len(progress.history), "nonfinite_skipped": progress.nonfinite,
+                        "amp_overflow_steps": progress.overflow, "world_size": dist.world,
+                        "wall_seconds": time.time() - t_start, "out": str(out)})
+        if dist.main:
+            write_json(out / "metrics.json", summary)
+            tracking.final(summary, out)
+        dist.barrier()
     return summary
 
 
-def _devices(cfg: TrainConfig) -> tuple[Dist, torch.device, torch.dtype | None]:
+def _devices(cfg: TrainConfig, out: Path) -> tuple[Dist, torch.device, torch.dtype | None]:
     """The data-parallel context, this process's device and the autocast dtype, checked before any
-    data loads (batches divisible by the processes, fp16 only with loss scaling, the weight file)."""
-    dist, dist_device = init_distributed()
+    data loads (batches divisible by the processes, the run folder ``out`` shared by every node,
+    fp16 only with loss scaling, the weight file)."""
+    dist, dist_device = init_distributed(cfg.device)
+    check_shared_folder(dist, out)
     if cfg.batch_size % dist.world or cfg.eval_batch_size % dist.world:
         raise ConfigError(f"batch_size {cfg.batch_size} and eval_batch_size {cfg.eval_batch_size} (global batches) "
                           f"must be divisible by the {dist.world} processes")

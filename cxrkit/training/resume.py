@@ -14,8 +14,8 @@ import torch
 
 from cxrkit.training.setup import Run
 
-#: Parameters that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = {"progress", "workers", "device", "out"}
+#: Parameters that may change between an interrupted run and its resumption (none changes the result).
+RESUMABLE_CHANGES = {"progress", "workers", "device", "out", "tracking"}
 
 
 class TrainingError(RuntimeError):

@@ -185,6 +185,12 @@ class CXRDataset:
             parse_views(options["views"], cls.name, cls.view_values, f"{where}.views")
 
     @classmethod
+    def provided_labels(cls, options: dict[str, Any]) -> tuple[str, ...]:
+        """The labels the format annotates with ``options`` (what ``labels`` may ask for), in table
+        order, known before any file is read: :attr:`all_labels` (a merged dataset: its sources')."""
+        return tuple(cls.all_labels)
+
+    @classmethod
     def official_test_problem(cls, options: dict[str, Any]) -> str | None:
         """Why ``test_split: official`` cannot be honoured with ``options``, or None when it can."""
         if cls.official_test is None:

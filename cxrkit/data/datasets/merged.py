@@ -117,8 +117,7 @@ class MergedDataset(CXRDataset):
         if csv is not None or images is not None:
             raise DataError("merged: 'csv' and 'images' belong to each source, not to the merged dataset")
         self.source_names = check_sources(kwargs.get("sources"), where=f"{self.name} sources")
-        provided = {lab for s in kwargs["sources"] for lab in FORMATS[s["dataset"]].all_labels}
-        self.all_labels = tuple(lab for lab in VOCABULARY if lab in provided)
+        self.all_labels = self.provided_labels(kwargs)
         self.parts: dict[str, CXRDataset] = {}
         super().__init__(root, **kwargs)
 
@@ -134,6 +133,13 @@ class MergedDataset(CXRDataset):
             if key in options:
                 raise ConfigError(f"{where}.{key}: set per source (in sources[i].{key}), not for the merged dataset")
         check_sources(options.get("sources"), where=f"{where}.sources")
+
+    @classmethod
+    def provided_labels(cls, options: dict[str, Any]) -> tuple[str, ...]:
+        """Every label some source annotates, in vocabulary order (``sources`` checked first)."""
+        check_sources(options.get("sources"), where=f"{cls.name} sources")
+        provided = {lab for s in options["sources"] for lab in FORMATS[s["dataset"]].all_labels}
+        return tuple(lab for lab in VOCABULARY if lab in provided)
 
     @classmethod
     def official_test_problem(cls, options: dict[str, Any]) -> str | None:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cxrkit.data.datasets.base import CXRDataset
+from cxrkit.data.datasets.box_lists import nih_boxes
 from cxrkit.data.datasets.fields import Built, age_column, assemble, blank_to_nan, view_column
 from cxrkit.data.labels import NIH_LABELS, NIH_SYNONYMS
 from cxrkit.data.tables import DataError, lines_of, listing, read_raw_csv, require_columns
@@ -43,6 +44,26 @@ class NIHChestXray14(CXRDataset):
         "Patient Gender",
         "View Position",
     )
+
+    #: NIH's box list, looked for in root by :meth:`boxes`.
+    box_files: ClassVar[tuple[str, ...]] = ("BBox_List_2017.csv", "BBox_List_2017.csv.gz")
+
+    def boxes(self, csv: str | os.PathLike | None = None) -> pd.DataFrame:
+        """NIH's radiologist boxes (``BBox_List_2017.csv``: 984 boxes on 880 images, 8 findings) of
+        the table's images and labels, as a box table (:mod:`cxrkit.data.boxes`; pixels of the
+        1024 x 1024 PNGs; :func:`cxrkit.data.datasets.box_lists.nih_boxes`).
+
+        Args:
+            csv: the box list, relative to root; None looks for :attr:`box_files` there.
+
+        Raises:
+            DataError: no box list, or one that cannot be read.
+        """
+        path = self.root / csv if csv is not None else self._find_optional(*self.box_files)
+        if path is None or not path.is_file():
+            raise DataError(f"{self.name}: no box list in {self.root} (looked for {list(self.box_files) if csv is None else [str(csv)]}); "
+                            "NIH publishes its boxes as BBox_List_2017.csv beside Data_Entry_2017.csv")
+        return nih_boxes(path, set(self.table["image"]), self.labels)
 
     def _image_dirs(self) -> list[Path]:
         if self.images_dir != self.root:

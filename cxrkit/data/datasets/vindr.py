@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cxrkit.data.datasets.base import SAMPLE_PATHS, CXRDataset, logger
+from cxrkit.data.datasets.box_lists import VINDR_BOX_COLUMNS, vindr_boxes
 from cxrkit.data.datasets.fields import Built, assemble, join_paths, parse_labels
 from cxrkit.data.labels import VOCABULARY
 from cxrkit.data.tables import DataError, lines_of, listing, read_raw_csv
@@ -91,6 +92,28 @@ class VinDrCXR(CXRDataset):
     default_csv = ("annotations/image_labels_train.csv", "image_labels_train.csv", "train.csv",
                    "vinbigdata-train.csv", "vinbigdata-train.csv.gz")
     test_csv: ClassVar[tuple[str, ...]] = ("annotations/image_labels_test.csv", "image_labels_test.csv")
+
+    #: Official box files, looked for in root by :meth:`boxes` besides the label files themselves.
+    box_files: ClassVar[tuple[str, ...]] = ("annotations/annotations_train.csv", "annotations_train.csv",
+                                            "annotations/annotations_test.csv", "annotations_test.csv")
+
+    def boxes(self) -> pd.DataFrame:
+        """The readers' boxes of the table's images and labels as a box table (:mod:`cxrkit.data.boxes`;
+        pixels of the DICOM images): one row per box and reader, ``source`` ``vindr <rad_id>``; a
+        finding's region is the union of its readers' boxes
+        (:func:`cxrkit.data.datasets.box_lists.vindr_boxes`). Read from the label files in the box
+        format (Kaggle ``train.csv``, ``vinbigdata-train.csv``) and the official
+        ``annotations_train.csv`` / ``annotations_test.csv``.
+
+        Raises:
+            DataError: no box file among them.
+        """
+        found = [self.csv, *self.side_files, *(self.root / n for n in self.box_files)]
+        files = [f for f in dict.fromkeys(found) if f.is_file() and set(VINDR_BOX_COLUMNS) <= set(read_raw_csv(f).columns)]
+        if not files:
+            raise DataError(f"{self.name}: no box file in {self.root} (the label file {self.csv.name} has no boxes; looked "
+                            f"for {list(self.box_files)})")
+        return vindr_boxes(files, VINDR_FINDINGS, set(self.table["image"]), self.labels)
 
     def _select_labels(self, labels: Any) -> list[str]:
         self._default_labels = labels is None  # then labels no file annotates are left out
