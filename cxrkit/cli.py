@@ -1,4 +1,4 @@
-"""``cxrkit`` command line: synth, oracle, folds, train, predict, infer, evaluate, study, screenshot, bench.
+"""``cxrkit`` command line: synth, oracle, folds, train, predict, infer, evaluate, study, screenshot, bench, weights.
 
 Options mirror the parameter names used by the parameter files and notebooks (``image_size``
 is ``--image-size``). Relative paths are resolved from the project root.
@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from cxrkit.tools.weights import add_parser as _add_weights
 from cxrkit.training.config import TrainConfig
 from cxrkit.utils.files import check_writable, write_json
 from cxrkit.utils.params import ConfigError, from_dict, load_yaml
@@ -251,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cxrkit", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     for add in (_add_synth, _add_oracle, _add_folds, _add_train, _add_predict, _add_infer, _add_evaluate,
-                _add_study, _add_screenshot, _add_bench):
+                _add_study, _add_screenshot, _add_bench, _add_weights):
         add(sub)
     return p
 

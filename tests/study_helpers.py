@@ -17,6 +17,8 @@ def smoke_copy(tmp_path: Path, file: str = "smoke.yaml", **changes) -> Path:
     """params/smoke.yaml with data, runs and reports under tmp_path (so tests do not share outputs)."""
     values = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
     values.update(data=str(tmp_path / "data"), runs=str(tmp_path / "runs"), reports=str(tmp_path / "reports"))
+    if values.get("external"):
+        values["external"] = {**values["external"], "data": str(tmp_path / "data_site_b")}
     values.update(changes)
     path = tmp_path / file
     path.write_text(yaml.safe_dump(values))
@@ -38,8 +40,8 @@ def tiny_gxs(root: Path, n: int = 6, flip: int | None = None) -> Path:
 
 
 def fake_study(tmp_path: Path, **changes) -> Path:
-    """A study over :func:`tiny_gxs` data (no phantom), 2 folds, three variants."""
-    values = {"phantom": None, "data": str(tiny_gxs(tmp_path / "data")), "n_folds": 2,
+    """A study over :func:`tiny_gxs` data (no phantom, no external site), 2 folds, three variants."""
+    values = {"phantom": None, "external": None, "data": str(tiny_gxs(tmp_path / "data")), "n_folds": 2,
               "variants": ["none", "sparse", "cooc_gcn"], **changes}
     return smoke_copy(tmp_path, **values)
 

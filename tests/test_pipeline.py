@@ -98,3 +98,20 @@ def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
         atomic_write(target, broken)
     assert target.read_text() == "complete"
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
+
+
+def test_atomic_write_gives_the_permissions_open_gives(tmp_path):
+    """Not the temporary file's private 0600: a run folder on a lab's shared disk stays readable by
+    the group as the umask allows (0666 less the umask, as for a file written with open)."""
+    import os
+    import stat
+    from pathlib import Path
+
+    old = os.umask(0o027)
+    try:
+        atomic_write(tmp_path / "a.json", lambda tmp: Path(tmp).write_text("{}"))
+        (tmp_path / "b.json").write_text("{}")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "a.json").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o640

@@ -120,7 +120,7 @@ def test_smoke_study_writes_the_report(smoke_study):
     report = cfg.report_dir
     index = Path(result["index"]).read_text()
     steps = json.loads((report / "steps.json").read_text())
-    assert len(steps) == 2 + cfg.n_folds * len(cfg.variant_names) + 5
+    assert len(steps) == 2 + cfg.n_folds * len(cfg.variant_names) + 6  # 04-09 with 07_external (smoke has one)
     assert all(s["status"] == "ok" for s in steps.values())
     for name in steps:
         assert (report / "notebooks" / f"{name}.html").is_file()
@@ -166,6 +166,12 @@ def test_smoke_study_writes_the_report(smoke_study):
     assert 0 < heads["05_ablation"]["test_oracle"] <= 1
     assert set(heads["09_saliency"]) == {f"pointing_game_{v}" for v in [*cfg.variant_names, "centre"]}
     assert all(0 <= v <= 1 for v in heads["09_saliency"].values())
+    # 07_external: every variant at the smoke study's phantom site_b, against its oracle
+    assert {f"external_macro_auc_{v}" for v in cfg.variant_names} | {"external_oracle"} <= set(heads["07_external"])
+    assert {f"gain_change_{v}" for v in cfg.variant_names[1:]} <= set(heads["07_external"])
+    external = pd.read_csv(report / "tables" / "external_macro_auc.csv", index_col=0)
+    assert list(external.index) == [*cfg.variant_names, "oracle"] and external["external"].between(0, 1).all()
+    assert {"external_gain", "external_per_label_auc", "external_prevalence", "external_prevalence_summary"} <= tables
     assert {"ece_macro_sparse", "ece_macro_oracle", "operating_points_sparse_youden", "cardiomegaly_by_view"} <= set(
         heads["08_trust"])
     ops = pd.read_csv(report / "tables" / "operating_points.csv")  # the table to ship with the model
@@ -195,7 +201,7 @@ def test_rerun_skips_unchanged_steps(smoke_study, capsys):
     cfg = load_study(params)
     run_study(params, progress=True)
     out = capsys.readouterr().out
-    assert "[run ]" not in out and out.count("[skip]") == 2 + cfg.n_folds * len(cfg.variant_names) + 5
+    assert "[run ]" not in out and out.count("[skip]") == 2 + cfg.n_folds * len(cfg.variant_names) + 6
 
 
 @pytest.mark.slow

@@ -251,3 +251,61 @@ def paired_bootstrap_diff(y_true: Any, score_a: Any, score_b: Any, n_boot: int =
         tail = min((finite <= 0).sum(), (finite >= 0).sum()) + 1
         p_value = float(min(1.0, 2 * tail / (finite.size + 1)))
     return {"diff": diff, "low": low, "high": high, "p_value": p_value, "replicates_rejected": rejected}
+
+
+def seed_bootstrap_diff(y_true: Any, scores_a: Sequence[Any], scores_b: Sequence[Any], n_boot: int = 1000,
+                        seed: int = 0, alpha: float = 0.05, groups: Any = None,
+                        labels: Sequence[str] | None = None) -> dict[str, float]:
+    """Bootstrap of the macro ROC-AUC difference, b minus a, over training seeds and test patients.
+
+    Model a and b were each trained once per training seed (S seeds, the same seeds for both:
+    seed s of a and of b share their initialisation and data order, so they are paired). The
+    estimand is the mean over seeds of the macro AUC difference of the two models trained with
+    that seed. Each replicate resamples the test images (or the groups of ``groups``) as
+    :func:`paired_bootstrap_diff` does and, independently, S seeds with replacement (the
+    two-stage, hierarchical bootstrap of Davison & Hinkley 1997, sec. 3.8: the top level, the
+    training seed, is resampled, then the units under it), and averages the seeds' differences
+    on the resampled images. So the interval covers the variability of training (another seed)
+    as well as the sampling of the test images; with one seed it is the interval of
+    :func:`paired_bootstrap_diff` (same resamples for the same ``seed``). With few seeds the
+    seed level is coarse (S = 3 seeds give 10 distinct seed multisets): read the interval as
+    indicative, and the seeds' own differences (``per_seed``) beside it.
+
+    Args:
+        y_true: (N, L) 1/0/NaN.
+        scores_a: S arrays (N, L): model a's scores, one per training seed.
+        scores_b: S arrays (N, L): model b's scores, same seeds in the same order.
+        n_boot: number of replicates kept.
+        seed: seed of the resampling (patients and seeds).
+        alpha: the interval covers 1 - alpha.
+        groups: optional (N,) group id per row; groups are resampled whole.
+        labels: optional names of the L labels, used in error messages.
+
+    Returns:
+        ``diff`` (mean over seeds of the difference on the data), ``low``/``high`` (percentile
+        interval), ``per_seed`` (list of the S differences), ``seeds`` (S) and
+        ``replicates_rejected``.
+
+    Raises:
+        ValueError: as :func:`paired_bootstrap_diff`; no seed, or a different number of seeds
+            for a and b.
+    """
+    _check_boot(n_boot, alpha)
+    if not len(scores_a) or len(scores_a) != len(scores_b):
+        raise ValueError(f"seed bootstrap: need the same number (>= 1) of seeds for both models, got "
+                         f"{len(scores_a)} and {len(scores_b)}")
+    n_seeds = len(scores_a)
+    t, _ = _check(y_true, scores_a[0])
+    plans = [_plans(t, _check(y_true, s)[1]) for s in [*scores_a, *scores_b]]
+    names = None if labels is None else list(_index(labels, t.shape[1]))
+    reps, rejected = _fixed_set_replicates(t, plans, n_boot, seed, groups, names)
+    per_rep = reps[n_seeds:] - reps[:n_seeds]  # (S, n_boot): each seed's difference per replicate
+    ones = np.ones((1, len(t)))
+    per_seed = [float(_macro(_auc(plans[n_seeds + s], ones))[0] - _macro(_auc(plans[s], ones))[0])
+                for s in range(n_seeds)]
+    if n_seeds > 1:
+        pick = np.random.default_rng([seed, 1]).integers(0, n_seeds, size=(n_boot, n_seeds))
+        per_rep = per_rep[pick, np.arange(n_boot)[:, None]].mean(axis=1)[None]
+    low, high = _interval(per_rep[0], alpha)
+    return {"diff": float(np.mean(per_seed)), "low": low, "high": high, "per_seed": per_seed,
+            "seeds": n_seeds, "replicates_rejected": rejected}

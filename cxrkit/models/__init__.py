@@ -8,6 +8,8 @@ small timm-style registry (:data:`REFINERS`, :func:`register_refiner`, :func:`cr
 * ``sparse``: learned sparse label couplings ``z' = z + alpha * sigmoid(z) @ A`` with a zero
   diagonal enforced in the forward and an L1 penalty on the off-diagonal entries of ``A``.
 * ``sparse_prior``: the same, ``A`` initialised from the training labels' dependencies.
+* ``sparse_centred``: the same on centred probabilities, ``z' = z + alpha * (sigmoid(z) - prevalence) @ A``
+  (``prevalence``: the training fold's, saved with the weights).
 * ``cooc_gcn``: the co-occurrence GCN of Rawlekar et al. (2024), cxrkit's ``row`` form or the
   authors' ``official`` one (graphs in :mod:`cxrkit.models.refiners.gcn_graph`).
 

@@ -81,6 +81,7 @@ def create_model(
     pretrained: str | Path | None = None,
     drop_rate: float = 0.4,
     refiner_kwargs: dict[str, Any] | None = None,
+    pretrained_layout: str = "timm",
 ) -> CXRModel:
     """Build a :class:`CXRModel` from a timm backbone name and a refiner name.
 
@@ -95,6 +96,8 @@ def create_model(
         pretrained: Local weights file for the backbone, or None for random initialisation.
         drop_rate: Dropout before the classifier head.
         refiner_kwargs: Extra constructor arguments of the refiner.
+        pretrained_layout: ``timm`` (the file's keys are timm's) or ``remap`` (another
+            implementation's, paired with timm's by order; see :func:`load_backbone_weights`).
 
     Returns:
         The model, with ``model.data_config`` holding the backbone's expected ``mean``/``std``.
@@ -112,7 +115,7 @@ def create_model(
         backbone, pretrained=False, num_classes=num_labels, drop_rate=drop_rate, in_chans=3
     )
     if pretrained is not None:
-        load_backbone_weights(net, pretrained)
+        load_backbone_weights(net, pretrained, layout=pretrained_layout)
     return CXRModel(net, refiner_module)
 
 

@@ -15,11 +15,14 @@ Everything a notebook needs is importable from here; the modules are:
 * :mod:`~cxrkit.study.inference` -- a variant's runs applied to new images (:func:`infer`).
 * :mod:`~cxrkit.study.steps`, :mod:`~cxrkit.study.runner` -- the steps, run with papermill.
 * :mod:`~cxrkit.study.outputs` -- what a notebook writes into the report (:class:`Outputs`).
-* :mod:`~cxrkit.study.report` -- the HTML pages.
-* :mod:`~cxrkit.study.comparison`, :mod:`~cxrkit.study.coupling`,
+* :mod:`~cxrkit.study.report`, :mod:`~cxrkit.study.findings` -- the HTML pages, opening with the findings.
+* :mod:`~cxrkit.study.comparison`, :mod:`~cxrkit.study.coupling`, :mod:`~cxrkit.study.headroom`,
   :mod:`~cxrkit.study.cooccurrence`, :mod:`~cxrkit.study.oracle` -- the analyses behind the tables.
 * :mod:`~cxrkit.study.trust`, :mod:`~cxrkit.study.subgroups` -- how far to trust a model
   (``08_trust``): calibration, operating points, subgroups; figures in :mod:`~cxrkit.study.trust_plots`.
+* :mod:`~cxrkit.study.external`, :mod:`~cxrkit.study.external_analysis` -- external validation
+  (``07_external``): every variant's fold ensemble at the study's ``external:`` site against the
+  internal test split; figures in :mod:`~cxrkit.study.external_plots`.
 * :mod:`~cxrkit.study.saliency` -- Grad-CAM of each variant scored against the true regions
   (``09_saliency``); figures in :mod:`~cxrkit.study.saliency_plots`.
 * :mod:`~cxrkit.study.analysis`, :mod:`~cxrkit.study.plots`, :mod:`~cxrkit.study.literature` --
@@ -30,10 +33,18 @@ from cxrkit.phantom.files import phantom_tables, split_groups
 from cxrkit.study.comparison import ablation, comparisons, final_test_table, our_table_i_rows
 from cxrkit.study.config import PHANTOM_KEYS, StudyConfig, StudyError, load_study
 from cxrkit.study.cooccurrence import gain_vs_cooccurrence, training_conditional
-from cxrkit.study.coupling import best_recovery, coupling_recovery, lambda_sweep
+from cxrkit.study.coupling import (
+    best_recovery,
+    column_share,
+    column_shares,
+    coupling_recovery,
+    lambda_sweep,
+)
 from cxrkit.study.data import (
     data_fingerprint,
     dataset_table,
+    external_dataset,
+    external_fingerprint,
     is_phantom,
     load_dataset,
     patient_ids,
@@ -41,6 +52,9 @@ from cxrkit.study.data import (
     split_leakage,
     true_labels,
 )
+from cxrkit.study.display import notebook_display
+from cxrkit.study.external import external_folder, external_predictions, external_validation
+from cxrkit.study.headroom import stacked_scores, stacking_headroom
 from cxrkit.study.inference import infer, variant_runs
 from cxrkit.study.oracle import oracle_table, true_coupling
 from cxrkit.study.outputs import HEADLINES, MANIFEST, Outputs, forget_step, step_outputs
@@ -55,6 +69,7 @@ from cxrkit.study.runs import (
     require_runs,
 )
 from cxrkit.study.saliency import run_saliency, saliency_tables, true_regions
+from cxrkit.study.seeds import seed_ensembles, seed_replicates
 from cxrkit.study.steps import NOTEBOOKS, Step, plan
 from cxrkit.study.subgroups import (
     confounder_headline,
@@ -73,7 +88,11 @@ from cxrkit.study.trust import (
     oracle_predictions,
 )
 
+notebook_display()  # a notebook shows its tables rounded (4 significant digits); the CSVs keep every digit
+
 __all__ = [
+    "seed_ensembles",
+    "seed_replicates",
     "HEADLINES",
     "KERNEL_NAME",
     "MANIFEST",
@@ -87,6 +106,8 @@ __all__ = [
     "auto_jobs",
     "best_recovery",
     "calibration",
+    "column_share",
+    "column_shares",
     "comparisons",
     "confounder_headline",
     "coupled_variants",
@@ -95,6 +116,11 @@ __all__ = [
     "dataset_table",
     "ensemble_predictions",
     "ensure_kernel",
+    "external_dataset",
+    "external_fingerprint",
+    "external_folder",
+    "external_predictions",
+    "external_validation",
     "final_test_table",
     "fold_couplings",
     "fold_predictions",
@@ -123,6 +149,8 @@ __all__ = [
     "saliency_tables",
     "split_groups",
     "split_leakage",
+    "stacked_scores",
+    "stacking_headroom",
     "step_outputs",
     "subgroup_analysis",
     "subgroup_attributes",

@@ -4,6 +4,7 @@ anything runs; and the paths of its runs and report."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,35 @@ PHANTOM_KEYS: dict[str, tuple[int, str]] = {
 }
 #: the phantom's image formats (``phantom: {format: dicom}``; cxrkit.phantom.formats.FORMATS), default first
 PHANTOM_FORMATS = ("png", "png16", "dicom")
+
+
+#: keys of a study's ``external:`` block (``StudyConfig.external``)
+EXTERNAL_KEYS = ("name", "data", "dataset", "dataset_options", "phantom")
+
+
+def check_phantom(phantom: dict[str, Any], where: str) -> None:
+    """Check a phantom block (``phantom:`` or ``external.phantom:``): known keys, a known site,
+    format and integer sizes.
+
+    Raises:
+        ConfigError: naming ``<where>.<key>``.
+    """
+    unknown = set(phantom) - {*PHANTOM_KEYS, "format", "site"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)} (known: patients, size, seed, format, site)")
+    # here: reading a study imports the phantom only when it has one
+    from cxrkit.phantom.site import get_site
+
+    try:
+        get_site(phantom.get("site"), where=f"{where}.site")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if phantom.get("format", PHANTOM_FORMATS[0]) not in PHANTOM_FORMATS:
+        raise ConfigError(f"{where}.format: {phantom['format']!r} is not one of {PHANTOM_FORMATS}")
+    for key, (low, what) in PHANTOM_KEYS.items():
+        value = phantom.get(key, low)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"{where}.{key}: must be {what}, got {value!r}")
 
 
 class StudyError(RuntimeError):
@@ -69,6 +99,15 @@ class StudyConfig:
     #: (cxrkit.study.cluster.ClusterConfig): partition, gpus_per_job, cpus_per_job, mem_gb,
     #: time_min, account, qos, setup, sbatch, python; null: no cluster
     cluster: dict | None = None
+    #: external validation (07_external): another site the trained variants are applied to, either
+    #: a phantom site generated when ``data`` does not exist yet {name, data, phantom: {site,
+    #: patients, size, seed, format}} or real data read by its loader {name, data, dataset,
+    #: dataset_options}; null: no external step (:attr:`external_spec` fills in the defaults)
+    external: dict | None = None
+    #: training-seed replicates: every fold of every variant is trained once per seed (runs under
+    #: ``<runs>/<name>/<variant>/seed<s>/fold<k>``) and 05 adds CIs that cover the training seed as well
+    #: as test sampling; null: one seed, ``train.seed`` (default 0), runs under ``<variant>/fold<k>``
+    seeds: list | None = None
 
     def validate(self) -> StudyConfig:
         """Check every key (phantom, variants, dataset options, each variant's training
@@ -82,26 +121,12 @@ class StudyConfig:
         if self.n_folds < 2:
             raise ConfigError(f"n_folds: must be >= 2, got {self.n_folds}")
         self._check_trust()
+        self._check_seeds()
         check_dataset_options(self.dataset, self.dataset_options)  # keys the loader accepts, nothing set twice
         check_test_split(self.dataset, self.dataset_options, self.test_split)  # an official test the data has
         if self.phantom is not None:
-            unknown = set(self.phantom) - {*PHANTOM_KEYS, "format", "site"}
-            if unknown:
-                raise ConfigError(f"phantom: unknown key(s) {sorted(unknown)} (known: patients, size, seed, format, "
-                                  f"site)")
-            # here: reading a study imports the phantom only when it has one
-            from cxrkit.phantom.site import get_site
-
-            try:
-                get_site(self.phantom.get("site"), where="phantom.site")
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
-            if self.phantom.get("format", PHANTOM_FORMATS[0]) not in PHANTOM_FORMATS:
-                raise ConfigError(f"phantom.format: {self.phantom['format']!r} is not one of {PHANTOM_FORMATS}")
-            for key, (low, what) in PHANTOM_KEYS.items():
-                value = self.phantom.get(key, low)
-                if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                    raise ConfigError(f"phantom.{key}: must be {what}, got {value!r}")
+            check_phantom(self.phantom, "phantom")
+        self._check_external()
         if self.cluster is not None:
             ClusterConfig.parse(self.cluster)
         if not self.variants:
@@ -118,6 +143,87 @@ class StudyConfig:
         for name in specs:
             self.train_config(0, name)  # validates the train overrides of every variant
         return self
+
+    def _check_external(self) -> None:
+        """The ``external:`` block: known keys, a name usable in file names, data other than the
+        study's, a valid phantom or dataset with its options (errors name ``external.<key>``)."""
+        if self.external is None:
+            return
+        if not isinstance(self.external, dict):
+            raise ConfigError(f"external: must be a mapping (name, data, dataset, dataset_options, phantom), "
+                              f"got {self.external!r}")
+        unknown = set(self.external) - set(EXTERNAL_KEYS)
+        if unknown:
+            raise ConfigError(f"external: unknown key(s) {sorted(unknown)} (known: {', '.join(EXTERNAL_KEYS)})")
+        phantom = self.external.get("phantom")
+        if phantom is not None:
+            if not isinstance(phantom, dict):
+                raise ConfigError(f"external.phantom: must be a mapping (site, patients, size, seed, format), "
+                                  f"got {phantom!r}")
+            check_phantom(phantom, "external.phantom")
+            if self.external.get("dataset", "gxs") != "gxs" or self.external.get("dataset_options"):
+                raise ConfigError("external.dataset: a phantom site is read by the gxs loader without options; "
+                                  "leave dataset and dataset_options out, or phantom out for real data")
+        elif not isinstance(self.external.get("data"), str) or not self.external["data"]:
+            raise ConfigError("external.data: the external dataset's folder is needed (or a phantom: {site: ...} "
+                              "to generate one)")
+        spec = self.external_spec
+        if not isinstance(spec["name"], str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", spec["name"]):
+            raise ConfigError(f"external.name: must be letters, digits, '_', '.' or '-' (it names files), "
+                              f"got {spec['name']!r}")
+        if not isinstance(spec["data"], str) or resolve(spec["data"]) == resolve(self.data):
+            raise ConfigError(f"external.data: must be a folder other than the study's data ({self.data}), "
+                              f"got {spec['data']!r}")
+        if not isinstance(spec["dataset_options"], dict):
+            raise ConfigError(f"external.dataset_options: must be a mapping, got {spec['dataset_options']!r}")
+        try:
+            check_dataset_options(spec["dataset"], spec["dataset_options"])
+        except ConfigError as exc:
+            raise ConfigError(f"external.{exc}") from None
+
+    @property
+    def external_spec(self) -> dict[str, Any] | None:
+        """The ``external:`` block with its defaults filled in (None without one): ``name`` (the
+        phantom site's name, else the dataset's), ``data`` (a phantom's default:
+        ``data/<study name>_<site name>``), ``dataset`` (``gxs``), ``dataset_options`` ({}) and
+        ``phantom`` (None for real data; else ``site`` (default ``site_b``), ``patients`` (600),
+        ``size`` (128), ``seed`` (1), ``format`` (png))."""
+        if self.external is None:
+            return None
+        ext = dict(self.external)
+        phantom = ext.get("phantom")
+        if phantom is not None:
+            phantom = {"site": "site_b", "patients": 600, "size": 128, "seed": 1, "format": "png", **phantom}
+            # here: reading a study imports the phantom only when it has one
+            from cxrkit.phantom.site import get_site
+
+            try:
+                site_name = get_site(phantom["site"]).name
+            except ValueError:
+                site_name = "site"  # reported by validate
+            ext.setdefault("name", site_name)
+            ext.setdefault("data", f"data/{self.name}_{ext['name']}")
+        dataset = ext.get("dataset", "gxs")
+        return {"name": ext.get("name", dataset), "data": ext.get("data"), "dataset": dataset,
+                "dataset_options": ext.get("dataset_options") or {}, "phantom": phantom}
+
+    def _check_seeds(self) -> None:
+        """``seeds``: null or a non-empty list of distinct integers >= 0, not together with ``train.seed``."""
+        if self.seeds is None:
+            return
+        if not isinstance(self.seeds, list) or not self.seeds or any(
+                not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.seeds):
+            raise ConfigError(f"seeds: must be a non-empty list of integers >= 0, got {self.seeds!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds: each seed once, got {self.seeds!r}")
+        if "seed" in self.train or any(isinstance(v, dict) and "seed" in v for v in self.variants):
+            raise ConfigError("seeds: the training seeds are set by 'seeds'; leave train.seed (and the variants' "
+                              "seed) out")
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The training seeds: ``seeds``, or the one of ``train.seed`` (default 0)."""
+        return list(self.seeds) if self.seeds is not None else [int(self.train.get("seed", 0))]
 
     def _check_trust(self) -> None:
         """The parameters of 08_trust: calibration_bins, target_sensitivity, age_bands."""
@@ -184,20 +290,31 @@ class StudyConfig:
         """The study's ``folds.csv``."""
         return self.run_dir / "folds.csv"
 
-    def train_dir(self, fold: int, variant: str) -> Path:
-        """The run folder of one fold of one variant."""
-        return self.run_dir / variant / f"fold{fold}"
+    def train_dir(self, fold: int, variant: str, seed: int | None = None) -> Path:
+        """The run folder of one fold of one variant (with ``seeds``: of one training seed, None: the
+        first).
 
-    def train_config(self, fold: int, variant: str) -> TrainConfig:
+        Raises:
+            ConfigError: a seed that is not one of the study's.
+        """
+        if seed is not None and seed not in self.seed_list:
+            raise ConfigError(f"seed {seed!r} is not one of study {self.name!r}'s training seeds {self.seed_list}")
+        if self.seeds is None:
+            return self.run_dir / variant / f"fold{fold}"
+        return self.run_dir / variant / f"seed{self.seed_list[0] if seed is None else seed}" / f"fold{fold}"
+
+    def train_config(self, fold: int, variant: str, seed: int | None = None) -> TrainConfig:
         """The TrainConfig of one fold and variant (train overrides, the variant's own overrides,
-        and the study's data and folds)."""
+        and the study's data and folds), trained with ``seed`` (with ``seeds``; None: the first)."""
         specs = self.variant_specs()
         if variant not in specs:
             raise ConfigError(f"unknown variant {variant!r} of study {self.name!r}; known: {list(specs)}")
         own = {k: v for k, v in specs[variant].items() if k != "name"}
         values = {**self.train, **own, "data": self.data, "dataset": self.dataset,
                   "dataset_options": self.dataset_options, "splits": str(self.splits_path), "fold": fold,
-                  "out": str(self.train_dir(fold, variant))}
+                  "out": str(self.train_dir(fold, variant, seed))}
+        if self.seeds is not None:
+            values["seed"] = self.seed_list[0] if seed is None else seed
         if isinstance(values.get("tracking"), dict) and values["tracking"].get("mlflow"):
             values["tracking"] = self._tracking(values["tracking"], variant)
         return from_dict(TrainConfig, values, source=f"study {self.name!r} variant {variant!r}")

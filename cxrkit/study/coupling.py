@@ -1,5 +1,6 @@
 """The learned couplings across a study's variants: how well each recovers the phantom's true
-structure, and the sparse refiner's lambda sweep."""
+structure, how much of each matrix is per-target columns (:func:`column_shares`), and the sparse
+refiner's lambda sweep."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def lambda_sweep(cfg: StudyConfig) -> pd.DataFrame | None:
     rows = {}
     for v in cfg.variant_names:
         t = cfg.train_config(0, v)
-        if t.refiner not in ("sparse", "sparse_prior"):
+        if t.refiner not in ("sparse", "sparse_prior", "sparse_centred"):
             continue
         aucs = [json.loads((cfg.train_dir(k, v) / "metrics.json").read_text())["val_macro_auc"]
                 for k in range(cfg.n_folds)]
@@ -65,3 +66,37 @@ def best_recovery(recovery: pd.DataFrame) -> str:
     Spearman correlation; a variant without one counts as lowest; the first in the study on ties)."""
     means = recovery.xs("mean", level=1)
     return str(means["spearman"].astype(float).fillna(-2.0).idxmax())
+
+
+def column_share(coupling: pd.DataFrame | np.ndarray) -> float:
+    """Share of a coupling matrix ``A`` ``(L, L)`` (rows sources, columns targets) that is one value
+    per target column: ``1 - ||A - c||^2 / ||A||^2`` over the off-diagonal entries, ``c_j`` the
+    mean of column ``j`` without its diagonal entry (cxrkit issue 15). 1: every column is
+    constant, i.e. a per-target bias learned through ``sigmoid(z) @ A`` (the probabilities are
+    never centred); 0: the columns' means are 0. NaN for an all-zero matrix."""
+    a = np.asarray(coupling, dtype=float)
+    off = ~np.eye(len(a), dtype=bool)
+    if len(a) < 2:
+        return float("nan")
+    total = float((a[off] ** 2).sum())
+    if total == 0.0:
+        return float("nan")
+    col_mean = np.where(off, a, 0.0).sum(axis=0) / (len(a) - 1)
+    resid = np.where(off, a - col_mean[None, :], 0.0)
+    return 1.0 - float((resid ** 2).sum()) / total
+
+
+def column_shares(cfg: StudyConfig) -> pd.DataFrame | None:
+    """:func:`column_share` of the raw coupling of every coupled variant (A for the sparse
+    refiners, the co-occurrence prior for ``cooc_gcn``): rows ``fold k`` and ``mean matrix`` (the
+    mean over folds), one column per variant; None without coupled variants."""
+    variants = coupled_variants(cfg)
+    if not variants:
+        return None
+    rows: dict[str, dict[str, float]] = {}
+    for v in variants:
+        raw = fold_couplings(cfg, v, "raw")
+        for k, a in raw.items():
+            rows.setdefault(f"fold {k}", {})[v] = column_share(a)
+        rows.setdefault("mean matrix", {})[v] = column_share(sum(raw.values()) / len(raw))
+    return pd.DataFrame(rows).T

@@ -23,7 +23,8 @@ from cxrkit.data.splits import (
 )
 from cxrkit.study.config import StudyConfig
 from cxrkit.utils.files import check_writable
-from cxrkit.utils.paths import resolve
+from cxrkit.utils.params import ConfigError
+from cxrkit.utils.paths import data_dir, resolve
 from cxrkit.utils.provenance import environment
 
 
@@ -41,22 +42,7 @@ def prepare(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
     """
     root = resolve(cfg.data)
     if cfg.phantom is not None:
-        from cxrkit.phantom.generate import code_digest, generate
-        from cxrkit.phantom.model import PhantomConfig
-        from cxrkit.phantom.site import get_site
-
-        site = get_site(cfg.phantom.get("site"), where="phantom.site")
-        want = {"n_patients": cfg.phantom.get("patients", 1700), "size": cfg.phantom.get("size", 128),
-                "seed": cfg.phantom.get("seed", 0), "format": cfg.phantom.get("format", "png"),
-                "site": site.record(), "code_digest": code_digest()}
-        marker = root / "phantom.json"
-        have = json.loads(marker.read_text()) if marker.is_file() else None
-        if have is None or any(have.get(k) != v for k, v in want.items()) or not have.get("complete", True):
-            check_writable(root, "the study's phantom", "set 'data' in the parameter file to a writable folder")
-            if have is not None and progress:
-                print(f"regenerating the phantom at {root}: its parameters or generator code changed", flush=True)
-            generate(root, n_patients=want["n_patients"], size=want["size"], seed=want["seed"], progress=progress,
-                     overwrite=have is not None, image_format=want["format"], config=PhantomConfig(site=site))
+        ensure_phantom(root, cfg.phantom, progress=progress)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist: set 'data' in the parameter file to "
                                 f"your copy of the dataset (see README, 'Using a real dataset')")
@@ -80,13 +66,86 @@ def prepare(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
     return {"data": str(root), "splits": str(cfg.splits_path), "data_fingerprint": fp, "n_images": len(ds.table)}
 
 
+def ensure_phantom(root: Path, phantom: dict[str, Any], *, where: str = "phantom", key: str = "data",
+                   progress: bool = True) -> None:
+    """Generate the phantom a study's ``phantom:`` block (or ``external.phantom:``, ``where``)
+    describes at ``root`` when it is missing, incomplete, or was made with other parameters or
+    generator code.
+
+    Raises:
+        NotWritableError: ``root`` must be (re)written where that is not possible (naming ``key``).
+    """
+    from cxrkit.phantom.generate import code_digest, generate
+    from cxrkit.phantom.model import PhantomConfig
+    from cxrkit.phantom.site import get_site
+
+    site = get_site(phantom.get("site"), where=f"{where}.site")
+    want = {"n_patients": phantom.get("patients", 1700), "size": phantom.get("size", 128),
+            "seed": phantom.get("seed", 0), "format": phantom.get("format", "png"),
+            "site": site.record(), "code_digest": code_digest()}
+    marker = root / "phantom.json"
+    have = json.loads(marker.read_text()) if marker.is_file() else None
+    if have is None or any(have.get(k) != v for k, v in want.items()) or not have.get("complete", True):
+        what = "the study's phantom" if where == "phantom" else f"the {where.split('.')[0]} phantom"
+        check_writable(root, what, f"set '{key}' in the parameter file to a writable folder")
+        if have is not None and progress:
+            print(f"regenerating the phantom at {root}: its parameters or generator code changed", flush=True)
+        generate(root, n_patients=want["n_patients"], size=want["size"], seed=want["seed"], progress=progress,
+                 overwrite=have is not None, image_format=want["format"], config=PhantomConfig(site=site))
+
+
+def external_dataset(cfg: StudyConfig, progress: bool = False) -> tuple[Any, Any]:
+    """The study's external site (``external:``; 07_external): its phantom generated first when
+    configured and missing or stale, then its table read by its loader (no image decoded) with
+    the labels it shares with the study's runs, aligned by name
+    (:func:`cxrkit.evaluation.alignment.target_dataset`).
+
+    Returns:
+        ``(dataset, alignment)``; ``fingerprint(dataset.table)`` is the data fingerprint
+        ``cxrkit infer`` records for predictions made on it.
+
+    Raises:
+        ConfigError: the study has no ``external:`` block.
+        FileNotFoundError: its data folder does not exist (real data).
+        DataError: the loader's refusals.
+    """
+    from cxrkit.evaluation.alignment import target_dataset
+
+    spec = cfg.external_spec
+    if spec is None:
+        raise ConfigError(f"study {cfg.name!r} has no 'external:' block (see README, 'External validation')")
+    root = resolve(spec["data"])
+    if spec["phantom"] is not None:
+        ensure_phantom(root, spec["phantom"], where="external.phantom", key="external.data", progress=progress)
+    if not root.is_dir():
+        raise FileNotFoundError(f"external dataset folder {root} does not exist: set 'external.data' in the "
+                                f"parameter file to your copy of the dataset")
+    return target_dataset(spec["dataset"], root, spec["dataset_options"], _table(cfg).attrs["labels"],
+                          check_images=False)
+
+
+def external_fingerprint(cfg: StudyConfig, progress: bool = False) -> str:
+    """The data fingerprint of the study's external site (:func:`external_dataset`), for the key of
+    the ``07_external`` step; "" without an ``external:`` block, a string naming the error for data
+    that cannot be read (the step then fails with it)."""
+    if cfg.external is None:
+        return ""
+    try:
+        return fingerprint(external_dataset(cfg, progress=progress)[0].table)
+    except Exception as exc:  # reported by the notebook that reads the data
+        return f"unavailable ({type(exc).__name__}: {exc})"
+
+
 def load_dataset(cfg: StudyConfig) -> Any:
     """The study's dataset as its training runs load it: every image decoded up front (under
     ``train.image_policy``; ``ds.decoding`` counts how), a bad one
     raising or, with ``train: {on_bad_image: exclude}``, dropped and listed with its reason in
-    ``ds.excluded`` and ``<runs>/<name>/excluded_images.csv``."""
+    ``ds.excluded`` and ``<runs>/<name>/excluded_images.csv``. With ``train.cache`` (the default)
+    the check is recorded in the uint8 cache folder, as the runs record it, and not repeated for
+    unchanged files (:mod:`cxrkit.data.images.checked`)."""
+    record = data_dir() / "cache" if cfg.train.get("cache", True) else None
     return create_dataset(cfg.dataset, root=cfg.data, on_bad_image=cfg.on_bad_image, report_dir=cfg.run_dir,
-                          image_policy=cfg.image_policy, **cfg.dataset_options)
+                          image_policy=cfg.image_policy, check_record=record, **cfg.dataset_options)
 
 
 def data_fingerprint(cfg: StudyConfig, progress: bool = False) -> str:

@@ -37,7 +37,7 @@ def variant_runs(cfg: StudyConfig, variant: str) -> list[Path]:
                           f"{cfg.variant_names}")
     missing = missing_runs(cfg, [variant])
     if missing:
-        raise StudyError(f"study {cfg.name!r}: fold(s) {[k for k, _ in missing]} of variant {variant!r} are not "
+        raise StudyError(f"study {cfg.name!r}: fold(s) {[k for k, _, _ in missing]} of variant {variant!r} are not "
                          f"trained (no metrics.json under {cfg.run_dir / variant}); run `cxrkit study` on its "
                          f"parameter file first")
     return [cfg.train_dir(k, variant) for k in range(cfg.n_folds)]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrkit.study.config import StudyConfig
+from cxrkit.study.findings import findings_html
 from cxrkit.study.outputs import HEADLINES, read_json, step_outputs
 from cxrkit.study.steps import plan
 from cxrkit.utils.paths import resolve
@@ -16,7 +17,12 @@ from cxrkit.utils.paths import resolve
 _STYLE = """body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}.ok{color:#070}.bad{color:#b00}
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px;align-items:start}
-.figs img{width:100%;border:1px solid #ddd}.figs div{text-align:center;font-size:12px}"""
+.figs img{width:100%;border:1px solid #ddd}.figs div{text-align:center;font-size:12px}
+#findings{border:1px solid #9ab;background:#f7fafc;padding:0.5em 1.5em 1em;margin:1em 0 2em}
+#findings h3{margin:1.2em 0 0.4em}table.num td{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+table.num th[scope=row]{text-align:left;font-weight:normal}.note{color:#777;font-style:italic}
+.src{font-size:13px;color:#444}.ci{background:#fff8e0;padding:6px 10px;border-left:4px solid #e0b000}
+img.forest{max-width:700px;width:100%;border:1px solid #ddd}details{margin:0.5em 0}"""
 
 
 def _headline_html(metrics: dict[str, Any] | None) -> str:
@@ -51,10 +57,12 @@ def _outputs_html(files: dict[str, list[str]], prefix: str = "") -> tuple[str, s
 
 
 def write_index(cfg: StudyConfig) -> Path:
-    """``reports/<name>/index.html`` (steps, figures, tables, headline metrics, provenance) and
+    """``reports/<name>/index.html`` (the findings first, :func:`~cxrkit.study.findings.findings_html`;
+    then steps, figures, tables, headline metrics, provenance) and
     ``reports/index.html`` (every study's steps, headlines, notebooks, figures and tables;
     :func:`write_reports_index`). Only the steps of the current plan are listed."""
     out = cfg.report_dir
+    out.mkdir(parents=True, exist_ok=True)
     state = read_json(out / "steps.json")
     order = [st.name for st in plan(cfg, "")]
     state = {n: state[n] for n in order if n in state}
@@ -86,7 +94,8 @@ def write_index(cfg: StudyConfig) -> Path:
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>cxrkit study: {esc(cfg.name)}</title>
 <style>{_STYLE}</style>
 </head><body><h1>cxrkit study: {esc(cfg.name)}</h1><p>{esc(cfg.description)}</p>
-<p>Parameters: <a href="params.yaml">params.yaml</a> &middot; dataset <code>{esc(cfg.dataset)}</code> at
+{findings_html(cfg, state, heads)}
+<h2>Study</h2><p>Parameters: <a href="params.yaml">params.yaml</a> &middot; dataset <code>{esc(cfg.dataset)}</code> at
 <code>{esc(cfg.data)}</code> &middot; {cfg.n_folds} folds ({esc(cfg.group)}-grouped MIS), variants {esc(', '.join(cfg.variant_names))}
 &middot; total notebook time {total / 60:.1f} min{wall} &middot; code {esc(str(git.get('commit')))}{' (dirty)' if git.get('dirty') else ''}
 &middot; {esc(prov.get('time', ''))}</p>

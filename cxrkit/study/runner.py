@@ -22,11 +22,12 @@ from typing import Any
 
 from cxrkit.study.cluster import check_executor
 from cxrkit.study.config import StudyError, load_study
-from cxrkit.study.data import data_fingerprint
+from cxrkit.study.data import data_fingerprint, external_fingerprint
 from cxrkit.study.jobs import JobLauncher
 from cxrkit.study.outputs import HEADLINES, MANIFEST, forget_step, read_json
 from cxrkit.study.report import write_index
 from cxrkit.study.steps import NotebookFailed, Step, plan
+from cxrkit.study.terminal import StudyProgress, quiet_kernel_loggers, quiet_kernel_manager
 from cxrkit.study.tracking import track_study
 from cxrkit.utils.files import write_json
 from cxrkit.utils.params import ConfigError, load_yaml, to_dict
@@ -76,11 +77,14 @@ def key_text(params_path: Path) -> str:
 
 
 def _render_html(ipynb: Path, out: Path) -> None:
-    """An executed notebook as an HTML page (JupyterLab's template)."""
+    """An executed notebook as an HTML page (JupyterLab's template) without its code cells' inputs:
+    markdown and outputs only (the notebook keeps the code)."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(ipynb, as_version=4))
+    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(ipynb, as_version=4))
     out.write_text(body)
 
 
@@ -120,7 +124,8 @@ def run_study(params_file: str | Path, *, force: bool = False, only: Sequence[st
         params_file: The study parameter file.
         force: Re-run steps even when their inputs did not change.
         only: Run only the steps whose name starts with one of these prefixes.
-        progress: Print one line per step.
+        progress: Print one line per step, with the study's progress (steps done of the steps
+            to run, elapsed, estimated time left: :class:`cxrkit.study.terminal.StudyProgress`).
         jobs: Training notebooks (``03_train``, one per fold and variant) run this many at a
             time, each as its own papermill job (one GPU each when GPUs are present);
             ``"auto"`` picks :func:`auto_jobs`; None: 1, or with a cluster executor all at once.
@@ -143,10 +148,15 @@ def run_study(params_file: str | Path, *, force: bool = False, only: Sequence[st
     steps = plan(cfg, params_arg)
     state = _open_report(out, params_path, steps)
     data_fp = data_fingerprint(cfg, progress=progress)  # once per invocation; part of every step's key
+    step_data = {"07_external": external_fingerprint(cfg, progress=progress)}  # "" without external:
     launcher = JobLauncher(executor, cluster, out / "jobs", cfg.name, progress) if cluster else None
     todo = _steps_to_run(steps, state, out, key_text(params_path), data_fp, force=force, only=only,
-                         progress=progress)
-    runner = _Executor(out, steps, state, kernel, jobs or len(todo) or 1, progress, launcher)
+                         progress=progress, step_data=step_data)
+    quiet_kernel_loggers()  # the kernels' routine warnings stay out of the terminal, errors do not
+    tracker = StudyProgress([st.notebook for st, _ in todo], jobs or len(todo) or 1)
+    if progress:
+        print(f"{cfg.name}: {len(todo)} of {len(steps)} steps to run", flush=True)
+    runner = _Executor(out, steps, state, kernel, jobs or len(todo) or 1, progress, launcher, tracker)
     t_study = time.time()
     try:
         _run_in_order(todo, jobs or len(todo), runner.execute, launcher.stop if launcher else lambda: None)
@@ -195,13 +205,16 @@ def _open_report(out: Path, params_path: Path, steps: list[Step]) -> dict[str, A
 
 
 def _steps_to_run(steps: list[Step], state: dict[str, Any], out: Path, params_text: str, data_fp: str, *,
-                  force: bool, only: Sequence[str] | None, progress: bool) -> list[tuple[Step, str]]:
+                  force: bool, only: Sequence[str] | None, progress: bool,
+                  step_data: dict[str, str] | None = None) -> list[tuple[Step, str]]:
     """The steps that must run, with their keys: keys chain through the plan, so a changed step
-    re-runs everything after it; a step whose key, status and notebook are unchanged is skipped."""
+    re-runs everything after it; a step whose key, status and notebook are unchanged is skipped.
+    ``step_data`` adds the fingerprint of further data to one notebook's key (``07_external``: the
+    external site's)."""
     todo: list[tuple[Step, str]] = []
     upstream = ""
     for step in steps:
-        key = _step_key(step, params_text, upstream, data_fp)
+        key = _step_key(step, params_text, upstream, data_fp + (step_data or {}).get(step.notebook, ""))
         upstream = hashlib.sha256((upstream + key).encode()).hexdigest()
         if only and not any(step.name.startswith(o) for o in only):
             continue
@@ -248,9 +261,9 @@ class _Executor:
     cluster job, keeping ``steps.json`` current."""
 
     def __init__(self, out: Path, steps: list[Step], state: dict[str, Any], kernel: str, jobs: int,
-                 progress: bool, launcher: JobLauncher | None = None) -> None:
+                 progress: bool, launcher: JobLauncher | None = None, tracker: StudyProgress | None = None) -> None:
         self.out, self.steps, self.state, self.kernel, self.progress = out, steps, state, kernel, progress
-        self.launcher = launcher
+        self.launcher, self.tracker = launcher, tracker or StudyProgress([st.notebook for st in steps], jobs)
         self.lock = threading.Lock()
         self.slots: queue.Queue = queue.Queue()
         for slot in (_runtime_slots(jobs) if launcher is None else []):
@@ -272,7 +285,7 @@ class _Executor:
         out = self.out
         ipynb, page = out / "notebooks" / f"{step.name}.ipynb", out / "notebooks" / f"{step.name}.html"
         if self.progress:
-            print(f"[run ] {step.name} {step.parameters}", flush=True)
+            print(f"[run ] {step.name} {step.parameters} ({self.tracker.begin()})", flush=True)
         t0 = time.time()
         entry = {"key": key, "notebook": step.notebook, "parameters": step.parameters, "status": "running",
                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -298,7 +311,8 @@ class _Executor:
         entry.update(status="ok", seconds=round(time.time() - t0, 1))
         self.save_state()
         if self.progress:
-            print(f"       {step.name} done in {entry['seconds']:.0f} s", flush=True)
+            print(f"       {step.name} done in {entry['seconds']:.0f} s; "
+                  f"{self.tracker.end(step.notebook, entry['seconds'])}", flush=True)
 
     def _notebook(self, step: Step, ipynb: Path, entry: dict[str, Any]) -> None:
         """Execute ``step``'s notebook into ``ipynb``: a training notebook as a job of the launcher
@@ -316,7 +330,8 @@ class _Executor:
         runtime = self.slots.get() if step.notebook == "03_train" else {}
         try:
             pm.execute_notebook(str(source), str(ipynb), parameters={**step.parameters, **runtime},
-                                kernel_name=self.kernel, cwd=str(project_root()), progress_bar=False, log_output=False)
+                                kernel_name=self.kernel, cwd=str(project_root()), progress_bar=False, log_output=False,
+                                kernel_manager_class=quiet_kernel_manager())
         except pm.PapermillExecutionError as exc:
             raise NotebookFailed(f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}") from None
         finally:

@@ -13,39 +13,47 @@ from cxrkit.study.config import StudyConfig, StudyError
 from cxrkit.study.data import prepare
 
 
-def missing_runs(cfg: StudyConfig, variants: Sequence[str] | None = None) -> list[tuple[int, str]]:
-    """(fold, variant) pairs whose training has not finished (no metrics.json)."""
-    return [(k, v) for v in (variants or cfg.variant_names) for k in range(cfg.n_folds)
-            if not (cfg.train_dir(k, v) / "metrics.json").is_file()]
+def missing_runs(cfg: StudyConfig, variants: Sequence[str] | None = None,
+                 seeds: Sequence[int] | None = None) -> list[tuple[int, str, int]]:
+    """(fold, variant, seed) of the runs whose training has not finished (no metrics.json), over
+    ``seeds`` (default: the study's first training seed; every seed: ``cfg.seed_list``)."""
+    seeds = list(seeds) if seeds is not None else cfg.seed_list[:1]
+    return [(k, v, s) for s in seeds for v in (variants or cfg.variant_names) for k in range(cfg.n_folds)
+            if not (cfg.train_dir(k, v, s) / "metrics.json").is_file()]
 
 
-def require_runs(cfg: StudyConfig, variants: Sequence[str] | None = None, params_file: str = "") -> None:
-    """Make sure every fold of ``variants`` is trained: train them when ``auto_train``, else raise
-    naming the missing runs and the commands that produce them."""
-    missing = missing_runs(cfg, variants)
+def require_runs(cfg: StudyConfig, variants: Sequence[str] | None = None, params_file: str = "",
+                 seeds: Sequence[int] | None = None) -> None:
+    """Make sure every fold of ``variants`` is trained (for ``seeds``, default the first training
+    seed): train them when ``auto_train``, else raise naming the missing runs and the commands
+    that produce them."""
+    missing = missing_runs(cfg, variants, seeds)
     if not missing:
         return
     if cfg.auto_train:
         from cxrkit.training.loop import train  # torch: only when runs are trained here
 
         prepare(cfg, progress=False)
-        for fold, variant in missing:
-            train(dataclasses.replace(cfg.train_config(fold, variant), progress=False))
+        for fold, variant, seed in missing:
+            train(dataclasses.replace(cfg.train_config(fold, variant, seed), progress=False))
         return
     cmds = "\n".join(f"  papermill notebooks/03_train.ipynb out.ipynb -p params_file {params_file or '<file>'} "
-                     f"-p fold {k} -p refiner {v}" for k, v in missing)
+                     f"-p fold {k} -p refiner {v}{f' -p seed {s}' if cfg.seeds is not None else ''}"
+                     for k, v, s in missing)
     raise StudyError(f"{len(missing)} training run(s) of study {cfg.name!r} are missing: {missing}. "
                      f"Run `cxrkit study -f {params_file or '<file>'}` or:\n{cmds}")
 
 
-def fold_predictions(cfg: StudyConfig, variant: str, split: str = "test", tta: bool = True) -> dict[int, pd.DataFrame]:
-    """The saved predictions of every fold of a variant, indexed by image: with flip TTA
-    (``pred_<split>.csv``) or without (``pred_<split>_notta.csv``). A variant trained with
-    ``tta: false`` saved only its predictions without TTA, as ``pred_<split>.csv``: they are
-    returned for both."""
+def fold_predictions(cfg: StudyConfig, variant: str, split: str = "test", tta: bool = True,
+                     seed: int | None = None) -> dict[int, pd.DataFrame]:
+    """The saved predictions of every fold of a variant (trained with ``seed``; None: the first
+    training seed), indexed by image: with flip TTA (``pred_<split>.csv``) or without
+    (``pred_<split>_notta.csv``). A variant trained with ``tta: false`` saved only its predictions
+    without TTA, as ``pred_<split>.csv``: they are returned for both."""
     with_tta = cfg.train_config(0, variant).tta
     name = f"pred_{split}{'' if tta or not with_tta else '_notta'}.csv"
-    return {k: read_predictions(cfg.train_dir(k, variant) / name)[0].set_index("image") for k in range(cfg.n_folds)}
+    return {k: read_predictions(cfg.train_dir(k, variant, seed) / name)[0].set_index("image")
+            for k in range(cfg.n_folds)}
 
 
 def fold_couplings(cfg: StudyConfig, variant: str, kind: str = "effective") -> dict[int, pd.DataFrame]:

@@ -7,8 +7,8 @@ from typing import Any
 
 from cxrkit.study.config import StudyConfig
 
-NOTEBOOKS = ("01_explore", "02_folds", "03_train", "04_coupling", "05_ablation", "06_fold_agreement", "08_trust",
-             "09_saliency")
+NOTEBOOKS = ("01_explore", "02_folds", "03_train", "04_coupling", "05_ablation", "06_fold_agreement", "07_external",
+             "08_trust", "09_saliency")
 
 
 class NotebookFailed(Exception):
@@ -34,9 +34,15 @@ class Step:
 
 
 def plan(cfg: StudyConfig, params_file: str) -> list[Step]:
-    """The ordered steps of a study."""
+    """The ordered steps of a study (``07_external`` only with an ``external:`` block)."""
     p = {"params_file": params_file}
     steps = [Step("01_explore", p), Step("02_folds", p)]
-    steps += [Step("03_train", {**p, "fold": k, "refiner": v}) for v in cfg.variant_names for k in range(cfg.n_folds)]
-    steps += [Step(nb, p) for nb in ("04_coupling", "05_ablation", "06_fold_agreement", "08_trust", "09_saliency")]
+    if cfg.seeds is None:
+        steps += [Step("03_train", {**p, "fold": k, "refiner": v}) for v in cfg.variant_names for k in range(cfg.n_folds)]
+    else:  # seed by seed, so that the first seed's comparison is complete first
+        steps += [Step("03_train", {**p, "fold": k, "refiner": v, "seed": s}) for s in cfg.seeds
+                  for v in cfg.variant_names for k in range(cfg.n_folds)]
+    after = ("04_coupling", "05_ablation", "06_fold_agreement", *(("07_external",) if cfg.external is not None else ()),
+             "08_trust", "09_saliency")
+    steps += [Step(nb, p) for nb in after]
     return steps

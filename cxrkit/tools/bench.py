@@ -7,8 +7,11 @@
    (:mod:`cxrkit.tools.bench_infer`).
 3. The sparse refiner's share of a training step of the paper backbone
    (seresnext101_32x4d) at 380 px (on the GPU when there is one).
-4. The patient bootstrap of the macro AUC.
-5. On the real label tables torchxrayvision ships (skipped, with a message, when it is not
+4. On a GPU, the paper configuration's training images/s (``params/paper.yaml``: SE-ResNeXt101
+   at 380 px, AMP, channels-last, fused AdamW; eager and with its ``compile``;
+   :mod:`cxrkit.tools.bench_gpu`); on a CPU a row saying it was skipped.
+5. The patient bootstrap of the macro AUC.
+6. On the real label tables torchxrayvision ships (skipped, with a message, when it is not
    installed, and by ``--quick``): the seconds of the patient-grouped folds of the NIH table, and
    the patients image-level MIS leaks on CheXpert (:func:`cxrkit.tools.real_tables.real_table_bench`).
 
@@ -32,6 +35,7 @@ import torch
 from cxrkit.data.pipeline import Augment, CXRImages, UInt8Cache, make_loader, to_model_input
 from cxrkit.losses import create_loss
 from cxrkit.models import create_model, create_refiner
+from cxrkit.tools.bench_gpu import paper_gpu_rows
 from cxrkit.tools.bench_infer import infer_rates
 from cxrkit.tools.real_tables import real_table_bench
 from cxrkit.training.config import TrainConfig
@@ -179,6 +183,7 @@ def run_bench(data: Path | None = None, out: Path | None = None, quick: bool = F
                  "setting": f"{128 if quick else 380}px, batch {batch}, {'cuda, fp16 autocast' if gpu else 'cpu'}",
                  "images/s": float("nan"), "step_s": share["step_s"], "refiner_s": share["refiner_s"],
                  "share_%": share["share_pct"]})
+    rows += paper_gpu_rows(quick)
     n_img, n_boot = (600, 100) if quick else (3000, 1000)
     rows.append({"benchmark": f"patient bootstrap of macro AUC, {n_boot} replicates",
                  "setting": f"{n_img} images x 14 labels, cpu", "images/s": float("nan"),

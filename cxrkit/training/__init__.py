@@ -10,6 +10,7 @@
 * :mod:`~cxrkit.training.finish` -- the best model's predictions and coupling matrices.
 * :mod:`~cxrkit.training.optim`, :mod:`~cxrkit.training.ema` -- parameter groups, LR schedule, EMA.
 * :mod:`~cxrkit.training.distributed` -- devices, the torchrun process group, gathered predictions.
+* :mod:`~cxrkit.training.timing` -- the seconds of each phase (``timings`` in ``metrics.json``).
 
 Import from the modules (this package imports nothing, so that reading a run's parameters does
 not import torch).

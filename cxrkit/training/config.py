@@ -47,7 +47,10 @@ class TrainConfig:
                                                         "png16": "full"})
     # model
     backbone: str = "test_resnet"  #: any timm model name; the paper: seresnext101_32x4d
-    pretrained: str | None = None  #: local weight file (no hub access)
+    pretrained: str | None = None  #: local weight file (no hub access; `cxrkit weights import` makes one)
+    #: timm (the file's keys are the backbone's) | remap (another implementation's keys, paired with
+    #: the backbone's by order, every shape checked; a torch file: safetensors does not keep the order)
+    pretrained_layout: str = "timm"
     drop_rate: float = 0.4
     refiner: str = "sparse"  #: none | sparse | sparse_prior | cooc_gcn
     alpha: float = 0.3  #: coupling strength of the sparse refiners
@@ -106,6 +109,12 @@ class TrainConfig:
     cache: bool = True  #: pre-resized uint8 cache instead of decoding every epoch
     workers: int = 0  #: DataLoader worker processes
     device: str = "auto"  #: auto | cpu | cuda | cuda:N | mps
+    #: torch.compile the training forward (timm's --torchcompile): false | true (mode "default") | a
+    #: mode: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs. Checkpoints hold
+    #: the uncompiled module's weights; validation and predictions run uncompiled
+    compile: bool | str = False
+    #: the model and its training batches in channels-last memory format; null: on CUDA only
+    channels_last: bool | None = None
     seed: int = 0
     out: str = "runs/train"  #: run folder (checkpoints, predictions, provenance)
     progress: bool = True
@@ -122,6 +131,7 @@ class TrainConfig:
             "gcn_normalize": ("row", "sym", "none"),
             "gcn_form": ("row", "official"),
             "loss_reduction": ("sum", "mean"),
+            "pretrained_layout": ("timm", "remap"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -141,6 +151,8 @@ class TrainConfig:
             raise ConfigError(f"rrc_scale: need [low, high] with 0 < low <= high <= 1, got {self.rrc_scale!r}")
         if self.fold < 0:
             raise ConfigError(f"fold: must be >= 0, got {self.fold}")
+        if isinstance(self.compile, str) and self.compile not in COMPILE_MODES:
+            raise ConfigError(f"compile: {self.compile!r} is not true, false or a mode of {COMPILE_MODES}")
         self._validate_combinations()
         self._validate_names()
         return self
@@ -180,11 +192,14 @@ class TrainConfig:
             raise ConfigError(f"backbone: unknown timm model {self.backbone!r}; close names: {close}")
 
 
+#: ``torch.compile`` modes ``compile`` accepts (``true`` is ``default``).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: TrainConfig fields passed to each refiner's constructor (refiner argument -> config field).
 REFINER_OPTIONS: dict[str, dict[str, str]] = {
     "none": {},
     "sparse": {"alpha": "alpha", "lam": "l1_lambda"},
     "sparse_prior": {"alpha": "alpha", "lam": "l1_lambda"},
+    "sparse_centred": {"alpha": "alpha", "lam": "l1_lambda"},
     "cooc_gcn": {"layers": "gcn_layers", "hidden": "gcn_hidden", "normalize": "gcn_normalize",
                  "form": "gcn_form", "p": "gcn_p"},
 }

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxrkit.evaluation.inference import predict_probs
+from cxrkit.evaluation.inference import predict_probs, predict_probs_both
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -139,3 +139,13 @@ def predict_gathered(dist: Dist, model: torch.nn.Module, loader: torch.utils.dat
     """Probabilities for the whole (unsharded) dataset of ``loader``, gathered from every rank."""
     probs = predict_probs(model, loader, device, mean=mean, std=std, amp=amp, tta=tta, progress=progress)
     return dist.gather_rows(loader.sampler.indices(), probs, len(loader.dataset))
+
+
+def predict_gathered_both(dist: Dist, model: torch.nn.Module, loader: torch.utils.data.DataLoader,
+                          device: torch.device, mean: Any, std: Any, amp: str,
+                          progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_gathered` without and with flip TTA from one pass
+    (:func:`cxrkit.evaluation.inference.predict_probs_both`)."""
+    plain, tta = predict_probs_both(model, loader, device, mean=mean, std=std, amp=amp, progress=progress)
+    idx, n = loader.sampler.indices(), len(loader.dataset)
+    return dist.gather_rows(idx, plain, n), dist.gather_rows(idx, tta, n)

@@ -22,14 +22,17 @@ from cxrkit.training.distributed import predict_gathered
 from cxrkit.training.ema import update_ema
 from cxrkit.training.resume import Progress, TrainingError
 from cxrkit.training.setup import Run
+from cxrkit.training.timing import Clock
 
 #: ``(global_step, loss) -> loss``, a test hook applied to every training loss.
 FaultHook = Callable[[int, torch.Tensor], torch.Tensor]
 
 
-def train_one_epoch(run: Run, progress: Progress, fault_hook: FaultHook | None = None) -> dict[str, Any]:
+def train_one_epoch(run: Run, progress: Progress, fault_hook: FaultHook | None = None,
+                    clock: Clock | None = None) -> dict[str, Any]:
     """Train epoch ``progress.epoch`` (0-based): dropout and the batches are functions of (seed,
-    epoch), so a resumed run repeats them. Updates ``progress.nonfinite``/``overflow``.
+    epoch), so a resumed run repeats them. Updates ``progress.nonfinite``/``overflow``, and
+    ``clock``'s ``train_data_wait`` and ``ema`` (:mod:`cxrkit.training.timing`).
 
     Returns:
         ``train_loss`` (mean over the steps taken), ``nonfinite_skipped`` and
@@ -40,16 +43,16 @@ def train_one_epoch(run: Run, progress: Progress, fault_hook: FaultHook | None =
     """
     from tqdm import tqdm
 
-    cfg, epoch = run.cfg, progress.epoch
+    cfg, epoch, clock = run.cfg, progress.epoch, clock or Clock()
     torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout etc.: a function of (seed, epoch) -> resumable
     run.train_loader.sampler.set_epoch(epoch)
     run.model.train()
     losses, skipped, overflow_at_start = [], 0, progress.overflow
     bar = tqdm(run.train_loader, disable=not cfg.progress, desc=f"fold {cfg.fold} epoch {epoch + 1}/{cfg.epochs}",
                leave=False)
-    for images, target, mask in bar:
+    for images, target, mask in clock.timed(bar, "train_data_wait"):
         step = epoch * run.steps_per_epoch + len(losses) + skipped
-        loss = _step(run, progress, images, target, mask, step, fault_hook)
+        loss = _step(run, progress, (images, target, mask), step, fault_hook, clock)
         if loss is None:
             skipped += 1
             continue
@@ -60,12 +63,13 @@ def train_one_epoch(run: Run, progress: Progress, fault_hook: FaultHook | None =
             "amp_overflow_steps": progress.overflow - overflow_at_start}
 
 
-def _step(run: Run, progress: Progress, images: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, step: int,
-          fault_hook: FaultHook | None) -> float | None:
-    """One optimiser step on a batch: the loss's value, or None when the step was skipped for a
-    non-finite loss or gradient."""
+def _step(run: Run, progress: Progress, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], step: int,
+          fault_hook: FaultHook | None, clock: Clock) -> float | None:
+    """One optimiser step on a batch ``(images, target, mask)``: the loss's value, or None when
+    the step was skipped for a non-finite loss or gradient."""
     cfg, device, dist, model = run.cfg, run.device, run.dist, run.model
-    x = to_model_input(images, run.mean, run.std, device, channels_last=device.type == "cuda")
+    images, target, mask = batch
+    x = to_model_input(images, run.mean, run.std, device, channels_last=run.channels_last)
     target, mask = target.to(device, non_blocking=True), mask.to(device, non_blocking=True)
     with autocast_context(device, cfg.amp):
         logits = run.net(x)
@@ -92,7 +96,8 @@ def _step(run: Run, progress: Progress, images: torch.Tensor, target: torch.Tens
     if not grads_finite:  # fp16 overflow: GradScaler skipped the step and lowered its scale
         progress.overflow += 1
     elif run.ema is not None:
-        update_ema(run.ema, cfg, model, step)
+        with clock.phase("ema"):
+            update_ema(run.ema, cfg, model, step)
     return loss.item()
 
 

@@ -1,5 +1,6 @@
 """The finish of a run: the best checkpoint reloaded, its validation (out-of-fold) and test
-predictions written with and without flip TTA, and the coupling matrices it learned."""
+predictions written with and without flip TTA (both from one pass over each split: two forwards
+per image, the image and its flip), and the coupling matrices it learned."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from cxrkit.evaluation.metrics import macro_auc, per_label_auc
 from cxrkit.evaluation.predictions import write_predictions
 from cxrkit.models import effective_coupling
 from cxrkit.training.config import TrainConfig
-from cxrkit.training.distributed import Dist, predict_gathered
+from cxrkit.training.distributed import Dist, predict_gathered, predict_gathered_both
 from cxrkit.training.fold import FoldData
 from cxrkit.training.setup import Subset
 from cxrkit.utils.paths import resolve
@@ -42,8 +43,13 @@ def finish(cfg: TrainConfig, data: FoldData, model: torch.nn.Module, best_path: 
         loader = make_loader(subset(idx, None), cfg.eval_batch_size // dist.world, shuffle=False, seed=cfg.seed,
                              workers=cfg.workers, pin_memory=device.type == "cuda", rank=dist.rank,
                              world=dist.world, pad=False)
-        for tta in ((False, True) if cfg.tta else (False,)):
-            probs = predict_gathered(dist, model, loader, device, mean, std, cfg.amp, tta, cfg.progress and dist.main)
+        progress = cfg.progress and dist.main
+        if cfg.tta:  # one pass: the plain forward gives the no-TTA probabilities, with the flip the TTA ones
+            plain, flipped = predict_gathered_both(dist, model, loader, device, mean, std, cfg.amp, progress)
+            found = {False: plain, True: flipped}
+        else:
+            found = {False: predict_gathered(dist, model, loader, device, mean, std, cfg.amp, False, progress)}
+        for tta, probs in found.items():
             name = f"pred_{split}{'' if tta or not cfg.tta else '_notta'}.csv"
             if dist.main:
                 write_predictions(out / name, images[idx], data.labels, probs,

@@ -45,6 +45,7 @@ class FoldData:
     splits_fingerprint: str
     csv_digest: str = ""
     decoding: dict[str, int] = field(default_factory=dict)  #: images decoded each way (CXRDataset.decoding)
+    check_recorded: str | None = None  #: the image check's record read instead of decoding, if any
 
 
 def _check_cache_dir(cfg: TrainConfig) -> None:
@@ -99,7 +100,9 @@ def load_fold(cfg: TrainConfig, report_dir: Path) -> FoldData:
     """Load and validate the dataset and the splits; every data error is raised here, before training.
 
     The folds are checked first, before any image is decoded (:func:`_fitting_folds`); then every
-    image is decoded under ``image_policy`` (``on_bad_image``; reports go to ``report_dir``).
+    image is decoded under ``image_policy`` (``on_bad_image``; reports go to ``report_dir``). With
+    ``cache: true`` the check is recorded in the uint8 cache folder and not repeated while the
+    image files and the decoding stay the same (:mod:`cxrkit.data.images.checked`).
 
     Raises:
         FileNotFoundError: no splits file.
@@ -116,7 +119,8 @@ def load_fold(cfg: TrainConfig, report_dir: Path) -> FoldData:
         _check_cache_dir(cfg)
     splits = _fitting_folds(cfg, root, splits_path)
     ds = create_dataset(cfg.dataset, root=root, labels=cfg.labels, on_bad_image=cfg.on_bad_image,
-                        report_dir=report_dir, image_policy=cfg.image_policy, **cfg.dataset_options)
+                        report_dir=report_dir, image_policy=cfg.image_policy,
+                        check_record=data_dir() / "cache" if cfg.cache else None, **cfg.dataset_options)
     table = ds.table  # without the excluded images, if any
     splits = splits.set_index("image").loc[table["image"]].reset_index()
     train_idx, val_idx = fold_indices(splits, cfg.fold)
@@ -126,4 +130,4 @@ def load_fold(cfg: TrainConfig, report_dir: Path) -> FoldData:
                           f"positives and negatives, so its macro AUC (the model-selection metric) is undefined")
     return FoldData(table, ds.labels, np.asarray(train_idx), np.asarray(val_idx), np.asarray(test_indices(splits)),
                     fingerprint(ds.table_before_exclusion), file_digest(splits_path), files_digest(ds.source_files),
-                    decoding=ds.decoding)
+                    decoding=ds.decoding, check_recorded=str(ds.check_recorded) if ds.check_recorded else None)

@@ -18,7 +18,8 @@ atomically after every epoch; an interrupted run resumes from it), ``best.pt`` (
 model of the epoch with the best validation macro AUC: the EMA, or with ``ema_refiner: false``
 the EMA backbone and the live refiner), ``pred_val.csv`` / ``pred_test.csv`` (with flip
 TTA) and ``*_notta.csv`` (without), ``coupling.csv`` (learned matrix, when the refiner has one),
-``metrics.json`` and, with ``tracking``, ``tracking.json`` (the tracker runs, which a resumed run
+``metrics.json`` (with ``timings``: the seconds of each phase, :mod:`~cxrkit.training.timing`)
+and, with ``tracking``, ``tracking.json`` (the tracker runs, which a resumed run
 continues).
 """
 
@@ -40,6 +41,7 @@ from cxrkit.training.finish import finish
 from cxrkit.training.fold import FoldData, load_fold
 from cxrkit.training.resume import Progress, TrainingError, check_same_data, read_last, restore
 from cxrkit.training.setup import Run, set_up
+from cxrkit.training.timing import Clock
 from cxrkit.training.tracking import open_tracking
 from cxrkit.utils.files import check_writable, write_json
 from cxrkit.utils.params import ConfigError, to_dict
@@ -61,35 +63,43 @@ def train(cfg: TrainConfig, *, fault_hook: FaultHook | None = None) -> dict[str,
         Summary with the best epoch, best validation macro AUC and output paths.
     """
     cfg.validate()
+    clock = Clock()
     t_start = time.time()
     out = resolve(cfg.out)
     check_writable(out, "the run (checkpoints, predictions)", "choose another --out")  # before any data loads
     out.mkdir(parents=True, exist_ok=True)
     params = to_dict(cfg)
     dist, device, amp_dtype = _devices(cfg, out)
+    clock.device = device
     state = read_last(out / "last.pt", params)
     tracking = open_tracking(cfg.tracking, out, params, main=dist.main)  # before any data loads
     with tracking:  # the tracker runs end FINISHED, FAILED or KILLED with the run
+        clock.lap("start")
         data = load_fold(cfg, out)
+        clock.lap("data")
         identity = {"data_fingerprint": data.data_fingerprint, "splits_fingerprint": data.splits_fingerprint}
         check_same_data(state, identity, out / "last.pt")
         if dist.main:
             _write_record(out, params, device, dist, data, state)
             tracking.record(out)
+        clock.mark()
         run = set_up(cfg, data, dist, device, amp_dtype, out, params)
         progress = restore(run, state)
+        clock.lap("set_up")
         tracking.history(progress.history)  # epochs a resumed run's trackers have not received yet
         while not progress.done and progress.epoch < cfg.epochs:
-            _epoch(run, progress, identity, fault_hook)
+            _epoch(run, progress, identity, fault_hook, clock)
             tracking.history(progress.history)
         if progress.best["epoch"] < 0:
             raise TrainingError(f"validation macro AUC was undefined in all {len(progress.history)} epoch(s) "
                                 f"(history: {out / 'history.csv'}); no best checkpoint was kept")
+        clock.mark()
         summary = finish(cfg, data, run.eval_model, run.best_path, device, run.mean, run.std, run.subset, dist)
+        clock.lap("final_predictions")
         summary.update({"best_epoch": progress.best["epoch"], "best_val_macro_auc": progress.best["val_macro_auc"],
                         "epochs_run": len(progress.history), "nonfinite_skipped": progress.nonfinite,
                         "amp_overflow_steps": progress.overflow, "world_size": dist.world,
-                        "wall_seconds": time.time() - t_start, "out": str(out)})
+                        "wall_seconds": time.time() - t_start, "timings": clock.summary(), "out": str(out)})
         if dist.main:
             write_json(out / "metrics.json", summary)
             tracking.final(summary, out)
@@ -122,16 +132,23 @@ def _write_record(out: Path, params: dict[str, Any], device: torch.device, dist:
         "n_test": len(data.test_idx), "world_size": dist.world,
         "resumed_from_epoch": state["epoch"] if state else None,
         "image_decoding": {"policy": ImagePolicy.parse(params["image_policy"]).as_dict(),
-                           "decoder_version": DECODE_VERSION, "images": data.decoding}})
+                           "decoder_version": DECODE_VERSION, "images": data.decoding,
+                           "check_recorded": data.check_recorded}})
 
 
-def _epoch(run: Run, progress: Progress, identity: dict[str, str], fault_hook: FaultHook | None) -> None:
-    """One epoch: train, validate, keep the best model, decide on early stopping, checkpoint."""
+def _epoch(run: Run, progress: Progress, identity: dict[str, str], fault_hook: FaultHook | None,
+           clock: Clock) -> None:
+    """One epoch: train, validate, keep the best model, decide on early stopping, checkpoint;
+    its phases timed on ``clock``."""
     cfg = run.cfg
     t0 = time.time()
-    trained = train_one_epoch(run, progress, fault_hook)
+    waited = clock.seconds.get("train_data_wait", 0.0) + clock.seconds.get("ema", 0.0)
+    trained = train_one_epoch(run, progress, fault_hook, clock)
     t_train = time.time() - t0
-    val = validate(run)
+    clock.add("train_compute", t_train - (clock.seconds.get("train_data_wait", 0.0) + clock.seconds.get("ema", 0.0)
+                                          - waited))
+    with clock.phase("validation"):
+        val = validate(run)
     val_auc = val["val_macro_auc"]
     progress.history.append({"epoch": progress.epoch + 1, "train_loss": trained["train_loss"],
                              "val_loss": val["val_loss"], "val_macro_auc": val_auc,
@@ -145,12 +162,14 @@ def _epoch(run: Run, progress: Progress, identity: dict[str, str], fault_hook: F
         progress.best = {"epoch": progress.epoch, "val_macro_auc": val_auc}
         progress.bad_epochs = 0
         if run.dist.main:
-            save_best(run, progress.epoch, val_auc)
+            with clock.phase("checkpoint"):
+                save_best(run, progress.epoch, val_auc)
     else:
         progress.bad_epochs += 1
     progress.done = progress.epoch >= cfg.epochs or progress.bad_epochs >= cfg.patience
     if run.dist.main:
-        save_last(run, progress, identity)
+        with clock.phase("checkpoint"):
+            save_last(run, progress, identity)
     run.dist.barrier()
     if cfg.progress and run.dist.main:
         print(f"fold {cfg.fold} {cfg.refiner}: epoch {progress.epoch} val macro AUC {val_auc:.4f} "

@@ -14,8 +14,9 @@ import torch
 
 from cxrkit.training.setup import Run
 
-#: Parameters that may change between an interrupted run and its resumption (none changes the result).
-RESUMABLE_CHANGES = {"progress", "workers", "device", "out", "tracking"}
+#: Parameters that may change between an interrupted run and its resumption (none changes the result
+#: beyond the last bits a device or a kernel's order of operations changes).
+RESUMABLE_CHANGES = {"progress", "workers", "device", "out", "tracking", "compile", "channels_last"}
 
 
 class TrainingError(RuntimeError):
@@ -49,6 +50,13 @@ def _comparable(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k not in RESUMABLE_CHANGES}
 
 
+def _defaults() -> dict[str, Any]:
+    from cxrkit.training.config import TrainConfig
+    from cxrkit.utils.params import to_dict
+
+    return to_dict(TrainConfig())
+
+
 def read_last(last_path: Path, params: dict[str, Any]) -> dict[str, Any] | None:
     """The state saved in ``last.pt`` (None when there is none), checked to have been written with
     the same parameters (but those of :data:`RESUMABLE_CHANGES`).
@@ -57,6 +65,8 @@ def read_last(last_path: Path, params: dict[str, Any]) -> dict[str, Any] | None:
         TrainingError: naming the parameters that differ.
     """
     state = torch.load(last_path, map_location="cpu", weights_only=False) if last_path.is_file() else None
+    if state is not None:  # a parameter added since the file was written had its default
+        state["params"] = {**_defaults(), **state["params"]}
     if state is not None and _comparable(state["params"]) != _comparable(params):
         diff = {k: (state["params"].get(k), v) for k, v in _comparable(params).items()
                 if state["params"].get(k) != v}

@@ -43,6 +43,7 @@ class Run:
             or the model itself without EMA); ``ema`` timm's EMA or None.
         mean, std: the backbone's input normalisation.
         subset: the images of some rows (:data:`Subset`), sharing one cache.
+        channels_last: the model, and so the training batches, in channels-last memory format.
     """
 
     cfg: TrainConfig
@@ -66,6 +67,7 @@ class Run:
     mean: Any
     std: Any
     subset: Subset
+    channels_last: bool = False
 
     @property
     def last_path(self) -> Path:
@@ -107,18 +109,20 @@ def set_up(cfg: TrainConfig, data: FoldData, dist: Dist, device: torch.device, a
     y = label_matrix(data.table).astype(np.float32)
     model = create_model(cfg.backbone, len(data.labels), refiner=cfg.refiner,
                          pretrained=resolve(cfg.pretrained) if cfg.pretrained else None,
-                         drop_rate=cfg.drop_rate,
+                         drop_rate=cfg.drop_rate, pretrained_layout=cfg.pretrained_layout,
                          refiner_kwargs=refiner_kwargs(cfg))
     model.fit_prior(y[data.train_idx])
     model.to(device)
-    if device.type == "cuda":
+    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     criterion = create_loss(cfg.loss, train_labels=y[data.train_idx], reduction=cfg.loss_reduction,
                             **loss_kwargs(cfg)).to(device)
     subset = _subsets(cfg, data, dist, y)
     train_loader, val_loader = _loaders(cfg, data, dist, device, subset)
     steps_per_epoch = len(train_loader)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.weight_decay_all), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.weight_decay_all), lr=cfg.lr,
+                                  fused=device.type == "cuda" or None)  # one kernel per step on CUDA
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(
         max(1, round(cfg.warmup_epochs * steps_per_epoch)), cfg.epochs * steps_per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # fp16: cuda or mps
@@ -126,9 +130,11 @@ def set_up(cfg: TrainConfig, data: FoldData, dist: Dist, device: torch.device, a
     net: torch.nn.Module = model
     if dist.enabled:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:  # after DDP, as timm's train.py; ``model`` (what checkpoints save) stays uncompiled
+        net = torch.compile(net, mode=cfg.compile if isinstance(cfg.compile, str) else None)
     return Run(cfg, out, params, dist, device, data, y, model, net, eval_model, ema, criterion, optimizer, scheduler,
                scaler, train_loader, val_loader, steps_per_epoch, model.data_config["mean"], model.data_config["std"],
-               subset)
+               subset, channels_last)
 
 
 def _subsets(cfg: TrainConfig, data: FoldData, dist: Dist, y: np.ndarray) -> Subset:

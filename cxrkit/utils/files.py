@@ -50,16 +50,26 @@ def check_writable(folder: str | Path, what: str, hint: str = "") -> Path:
     return folder
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, writer: Callable[[str], None]) -> Path:
     """Write via ``writer(tmp_path)`` to a temporary file in the same folder, then rename.
 
     The rename is atomic on POSIX, so ``path`` is either the old complete file or the new one.
+    The file gets the permissions ``open`` would give it (0666 less the process's umask), not the
+    temporary file's private 0600, so that a lab's shared run folders stay readable.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         writer(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())

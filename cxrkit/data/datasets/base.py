@@ -23,6 +23,7 @@ from cxrkit.data.images import REORIENTED_COLUMNS, REORIENTED_REPORT, ImagePolic
 from cxrkit.data.images import (
     scan_images as _scan_image_files,  # __init__ has a parameter check_images
 )
+from cxrkit.data.images.checked import scan_images_once
 from cxrkit.data.labels import LABELS, check_labels
 from cxrkit.data.tables import MISSING_SPELLINGS, DataError, bad_keys, lines_of, listing
 from cxrkit.data.views import FRONTAL_VIEWS, LATERAL_VIEWS, parse_views, select_views
@@ -51,6 +52,9 @@ class CXRDataset:
         workers: threads for the image check.
         image_policy: how images of more than 8 bits (DICOM, 16-bit PNG) are decoded
             (:class:`cxrkit.data.images.ImagePolicy` or a mapping of its options; None = defaults).
+        check_record: folder where the image check is recorded, and found again instead of
+            decoding when the files have not changed (:mod:`cxrkit.data.images.checked`); None:
+            always decode.
         **format_options: the format's options (see each class's ``options``).
 
     Attributes:
@@ -65,6 +69,8 @@ class CXRDataset:
             (image, path, exif_orientation, applied); filled by the image check.
         decoding: how many of the kept images are decoded each way (e.g. ``{"PNG 8-bit": 3}``);
             filled by the image check.
+        check_recorded: the record the image check was read from (``check_record``), None when
+            the images were decoded (or not checked).
 
     Raises:
         DataError: bad files, columns, rows or images (see the module docstring).
@@ -98,6 +104,7 @@ class CXRDataset:
         report_dir: str | os.PathLike | None = None,
         workers: int | None = None,
         image_policy: ImagePolicy | dict[str, Any] | None = None,
+        check_record: str | os.PathLike | None = None,
         **format_options: Any,
     ) -> None:
         self.root = resolve(root).resolve()
@@ -129,8 +136,9 @@ class CXRDataset:
         self.table_before_exclusion: pd.DataFrame | None = None
         self.image_policy = ImagePolicy.parse(image_policy)
         self.decoding: dict[str, int] = {}
+        self.check_recorded: Path | None = None
         if check_images:
-            table = self._check_images(table, on_bad_image, report_dir, workers)
+            table = self._check_images(table, on_bad_image, report_dir, workers, check_record)
         table = table.reset_index(drop=True)
         table.attrs.update(labels=list(self.labels), dataset=self.name, source=str(self.csv))
         self.table: pd.DataFrame = table
@@ -140,12 +148,14 @@ class CXRDataset:
             self.table_before_exclusion = table
 
     def _check_images(self, table: pd.DataFrame, on_bad_image: str, report_dir: str | os.PathLike | None,
-                      workers: int | None) -> pd.DataFrame:
-        """Decode every image up front: refuse the unusable ones, or exclude them with a report."""
+                      workers: int | None, check_record: str | os.PathLike | None = None) -> pd.DataFrame:
+        """Decode every image up front (or read the check recorded in ``check_record``): refuse the
+        unusable ones, or exclude them with a report."""
         self._check_directory(table)
         if on_bad_image == "error":
             refuse_known_bad(self.name, self.known_bad, table, workers, self.image_policy)
-        scan = _scan_image_files(table["path"].tolist(), workers=workers, policy=self.image_policy)
+        scan, self.check_recorded = scan_images_once(table["path"].tolist(), check_record, workers=workers,
+                                                     policy=self.image_policy, scan=_scan_image_files)
         bad, turned = scan.bad, scan.reoriented
         bad = with_known_reasons(self.known_bad, table, bad)
         if on_bad_image == "exclude":

@@ -1,7 +1,7 @@
 """Label refiners: backbone logits -> refined logits (paper Sec. III.B-C; Rawlekar et al. 2024).
 
 Importing this package registers every refiner in :data:`REFINERS`: ``none``
-(:mod:`~cxrkit.models.refiners.base`), ``sparse`` and ``sparse_prior``
+(:mod:`~cxrkit.models.refiners.base`), ``sparse``, ``sparse_prior`` and ``sparse_centred``
 (:mod:`~cxrkit.models.refiners.sparse`) and ``cooc_gcn`` (:mod:`~cxrkit.models.refiners.gcn`,
 graphs in :mod:`~cxrkit.models.refiners.gcn_graph`). A new refiner is a :class:`Refiner`
 subclass decorated with ``@register_refiner("name")`` in a module imported here.
@@ -16,13 +16,18 @@ from cxrkit.models.refiners.base import (
     register_refiner,
 )
 from cxrkit.models.refiners.gcn import CooccurrenceGCNRefiner
-from cxrkit.models.refiners.sparse import SparseCouplingRefiner, SparsePriorRefiner
+from cxrkit.models.refiners.sparse import (
+    SparseCentredRefiner,
+    SparseCouplingRefiner,
+    SparsePriorRefiner,
+)
 
 __all__ = [
     "REFINERS",
     "CooccurrenceGCNRefiner",
     "IdentityRefiner",
     "Refiner",
+    "SparseCentredRefiner",
     "SparseCouplingRefiner",
     "SparsePriorRefiner",
     "create_refiner",

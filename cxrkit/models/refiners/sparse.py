@@ -106,3 +106,47 @@ class SparsePriorRefiner(SparseCouplingRefiner):
         init = np.clip(beta, -self.prior_clip, self.prior_clip) / float(self.alpha)
         with torch.no_grad():
             self.A.copy_(torch.as_tensor(init, dtype=self.A.dtype))
+
+
+@register_refiner("sparse_centred")
+class SparseCentredRefiner(SparseCouplingRefiner):
+    """The sparse refiner on centred probabilities (cxrkit issue 15).
+
+    ``z' = z + alpha * (sigmoid(z) - prevalence) @ (A * (1 - I))``, where ``prevalence`` ``(L,)``
+    is each label's prevalence on the training fold (known entries only). The paper's refiner
+    (Srivastava et al. 2025, ``z' = z + alpha * sigmoid(z) @ A``) never centres the
+    probabilities, so ``sigmoid(z) @ A`` has the mean ``prevalence @ A`` per target: ``A`` can
+    learn a per-target bias through whole columns of one sign instead of couplings. Centred, an
+    image at the training prevalences keeps ``z' = z``, and ``A_ij`` only says how source ``i``'s
+    departure from its prevalence moves target ``j``'s logit. ``A`` starts at zero, with the same
+    zero diagonal and L1 penalty as ``sparse``.
+
+    ``prevalence`` is a buffer saved with the weights (a checkpoint predicts as trained); it is 0
+    (the ``sparse`` refiner) until :meth:`fit_prior` receives the training labels, and stays 0
+    for a label without a known training entry.
+
+    Args:
+        num_labels: Number of labels ``L``.
+        alpha: Coupling strength.
+        lam: L1 strength of :meth:`penalty`.
+    """
+
+    def __init__(self, num_labels: int, alpha: float = 0.3, lam: float = 1e-3) -> None:
+        super().__init__(num_labels, alpha=alpha, lam=lam)
+        self.register_buffer("prevalence", torch.zeros(num_labels))
+
+    def fit_prior(self, train_labels: np.ndarray) -> None:
+        """Set ``prevalence`` to the training labels' per-label mean over known (non-NaN) entries."""
+        super().fit_prior(train_labels)
+        y = np.asarray(train_labels, dtype=float)
+        known = np.isfinite(y).sum(axis=0)
+        prev = np.where(known > 0, np.nansum(y, axis=0) / np.maximum(known, 1), 0.0)
+        with torch.no_grad():
+            self.prevalence.copy_(torch.as_tensor(prev, dtype=self.prevalence.dtype))
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Return ``z + alpha * (sigmoid(z) - prevalence) @ masked A``."""
+        self._check_input(z)
+        coupling = self.masked_coupling()
+        centred = torch.sigmoid(z).to(coupling.dtype) - self.prevalence.to(coupling.dtype)
+        return z + self.alpha * (centred @ coupling)
