@@ -203,6 +203,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                               "data": str(resolve(args.data)), "threshold": args.threshold,
                                               "bootstrap": args.bootstrap, "seed": args.seed,
                                               "summary": report["lines"], "labels": report["labels"],
+                                              "per_label_auc": report["per_label_json"],
                                               **environment()})
         print(f"wrote {out}")
     return 0

@@ -312,7 +312,8 @@ def test_label_subset_trains_on_folds_made_by_cxrkit_folds(data, tiny_cfg, tmp_p
     from cxrkit.evaluation.evaluate import evaluate_files
 
     result = evaluate_files([Path(cfg.out) / "pred_val.csv"], data=data, n_boot=20)
-    assert [i for i in result["table"].index if i.startswith("AUC ")] == [f"AUC {lab}" for lab in SUBSET]
+    assert [i for i in result["table"].index if i.startswith("AUC ")] == [
+        *(f"AUC {lab}" for lab in SUBSET), *(f"AUC {lab} {end}" for lab in SUBSET for end in ("low", "high"))]  # and CIs
 
 
 def test_label_subset_loads_folds_made_by_make_splits_and_save_splits(data, tiny_cfg, tmp_path) -> None:

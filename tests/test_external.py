@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from study_helpers import fake_study, smoke_copy, tiny_gxs
 
+from cxrkit.evaluation.bootstrap import paired_bootstrap_diff
 from cxrkit.study import load_study, plan
 from cxrkit.study.external_analysis import (
     ORACLE,
     Site,
+    common_labels,
     gain_per_label,
     gain_table,
     macro_table,
@@ -44,7 +46,8 @@ Y_INT = [[1, 0], [1, 1], [0, 1], [0, 0]]
 Y_EXT = [[1, 1], [1, 1], [0, 1], [0, 0]]
 BASE = [[.9, .4, .6, .1], [.2, .8, .7, .3]]
 INTERNAL = _site(Y_INT, {"none": BASE, "sparse": [[.9, .7, .6, .1], [.2, .8, .7, .3]]}, oracle=True)
-EXTERNAL = _site(Y_EXT, {"none": BASE, "sparse": [[.9, .4, .6, .1], [.4, .8, .7, .3]]}, oracle=True)
+EXTERNAL_SCORES = {"none": BASE, "sparse": [[.9, .4, .6, .1], [.4, .8, .7, .3]]}
+EXTERNAL = _site(Y_EXT, EXTERNAL_SCORES, oracle=True)
 BOOT = {"n_boot": 200, "seed": 0}
 
 
@@ -84,11 +87,95 @@ def test_gain_table_and_its_change():
     row = g.loc["sparse - none"]
     assert row["internal gain"] == pytest.approx(0.125) and row["external gain"] == pytest.approx(1 / 6)
     assert row["change"] == pytest.approx(1 / 24) and row["gain kept"] == pytest.approx((1 / 6) / 0.125)
-    se = np.hypot(*[(row[f"{s} high"] - row[f"{s} low"]) / (2 * 1.959963984540054) for s in ("internal", "external")])
-    assert row["change low"] == pytest.approx(1 / 24 - 1.959963984540054 * se)
-    assert row["change high"] == pytest.approx(1 / 24 + 1.959963984540054 * se)
+    assert row["note"] == ""
+    # the change's CI: the percentile interval of external replicate i - internal replicate i, the
+    # sites resampled with different seeds (internal: seed, external: seed + 1)
+    reps = [paired_bootstrap_diff(site.y, site.scores["none"], site.scores["sparse"], n_boot=200, seed=seed,
+                                  groups=site.groups, return_replicates=True)["replicates"]
+            for site, seed in ((INTERNAL, 0), (EXTERNAL, 1))]
+    assert [row["change low"], row["change high"]] == pytest.approx(np.quantile(reps[1] - reps[0], [0.025, 0.975]))
     only_base = Site(INTERNAL.y, INTERNAL.groups, {"none": INTERNAL.scores["none"]})
     assert gain_table(only_base, only_base, LABELS, **BOOT).empty
+
+
+def test_gain_change_ci_is_the_bootstrap_of_the_difference():
+    """The internal gain here is the same in every replicate (A reversed -> perfect: +1, B the same
+    for both: 0; macro gain 1/2), so every replicate of the change is the external replicate minus
+    1/2: the change's CI is the external CI shifted by -1/2 (a normal interval from the two
+    percentile widths would be symmetric about the change; the external CI here is not)."""
+    y = np.asarray(Y_INT, dtype=float)
+    reversed_a, perfect_a = np.where(y[:, 0] == 1, 0.25, 0.75), np.where(y[:, 0] == 1, 0.75, 0.25)
+    b = [.2, .8, .7, .3]
+    internal = _site(Y_INT, {"none": [reversed_a, b], "sparse": [perfect_a, b]})
+    row = gain_table(internal, EXTERNAL, LABELS, **BOOT).loc["sparse - none"]
+    assert row[["internal gain", "internal low", "internal high"]].tolist() == pytest.approx([0.5, 0.5, 0.5])
+    assert row["change"] == pytest.approx(1 / 6 - 0.5)
+    assert row["change low"] == pytest.approx(row["external low"] - 0.5)
+    assert row["change high"] == pytest.approx(row["external high"] - 0.5)
+    assert row["external high"] - row["external gain"] != pytest.approx(row["external gain"] - row["external low"])
+    assert row["gain kept"] == pytest.approx((1 / 6) / 0.5)  # the internal CI [.5, .5] excludes 0
+
+
+def test_gain_kept_only_when_the_internal_gain_is_clear_of_zero():
+    """Internal: A gains 1/4 (one of A's 4 pairs fixed), B loses 1/3 (one of B's 3 pairs lost), so
+    the macro gain is (1/4 - 1/3) / 2 = -1/24 and its replicates fall on both sides of 0."""
+    y_int = [[1, 1], [1, 1], [0, 1], [0, 0]]  # B: 3 positives, 1 negative (row 3, .3)
+    base = [[.9, .4, .6, .1], [.8, .7, .6, .3]]  # A .75 (.4 < .6), B 1
+    worse = [[.9, .7, .6, .1], [.8, .7, .2, .3]]  # A 1, B 2/3 (.2 < .3)
+    internal = _site(y_int, {"none": base, "sparse": worse})
+    row = gain_table(internal, EXTERNAL, LABELS, **BOOT).loc["sparse - none"]
+    assert row["internal gain"] == pytest.approx(-1 / 24)
+    assert row["internal low"] < 0 < row["internal high"]
+    assert np.isnan(row["gain kept"])  # not (1/6) / (-1/24) = -4
+    assert row["external gain"] == pytest.approx(1 / 6)
+
+
+def test_gain_table_keeps_a_site_whose_labels_are_too_rare_for_its_bootstrap():
+    """Six labels, each with one positive patient among 100 at the external site: a replicate keeps
+    all six scorable with probability about 0.63^6 (6%), under the bootstrap's 1-in-10 limit. The
+    gains (perfect -> reversed: -1 on every label) stay; the CIs are NaN and the note says why."""
+    names = [f"L{j}" for j in range(6)]
+    y_rare = np.zeros((100, 6))
+    y_rare[np.arange(6) * 7, np.arange(6)] = 1.0
+    y_int = np.array([[(i + j) % 2 for j in range(6)] for i in range(60)], dtype=float)
+    sites = [Site(y, np.arange(len(y)), {"none": y * 0.5 + 0.25, "sparse": 0.75 - y * 0.5}) for y in (y_int, y_rare)]
+    row = gain_table(*sites, names, n_boot=50, seed=0).loc["sparse - none"]
+    assert row[["internal gain", "internal low", "internal high"]].tolist() == pytest.approx([-1, -1, -1])
+    assert row["external gain"] == pytest.approx(-1) and row["change"] == pytest.approx(0)
+    assert np.isnan(row[["external low", "external high", "external p", "change low", "change high"]].astype(float)).all()
+    assert row["note"].startswith("external: no CI (bootstrap: only") and "too rare" in row["note"]
+    assert row["gain kept"] == pytest.approx(1.0)
+
+
+def test_common_labels_and_the_external_validation_tables_over_them(monkeypatch):
+    """B has a single class at the external site (all positive): every AUC table and the gains
+    are over A alone at both sites, and B is reported as left out. Over A: none .75 at both sites,
+    sparse 1 internal, .75 external (A's external scores are the baseline's)."""
+    from types import SimpleNamespace
+
+    from cxrkit.study import external as X
+
+    y_ext = [[1, 1], [1, 1], [0, 1], [0, 1]]
+    external = _site(y_ext, EXTERNAL_SCORES)
+    kept, dropped = common_labels(INTERNAL, external, LABELS)
+    assert kept == ["A"] and list(dropped.index) == ["B"]
+    assert dropped.loc["B"].tolist() == [20, 20, 40, 0, "a single class among the known entries at external"]
+    cfg = SimpleNamespace(bootstrap=200, train={"seed": 0}, external_spec={"name": "b"}, variant_names=["none", "sparse"])
+    monkeypatch.setattr(X, "external_site", lambda cfg, preds: (external, SimpleNamespace(shared=LABELS)))
+    monkeypatch.setattr(X, "internal_site", lambda cfg, labels: INTERNAL)
+    monkeypatch.setattr(X, "train_labels", lambda cfg, labels: np.asarray(Y_INT, dtype=float))
+    ext = X.external_validation(cfg, {})
+    assert ext["labels"] == ["A"] and list(ext["dropped"].index) == ["B"]
+    assert ext["labels_note"] == ("AUC tables over the 1 label(s) scorable at both sites; left out: "
+                                  "B (a single class among the known entries at external)")
+    macro = ext["macro"]
+    assert macro.loc["none", ["internal", "external", "change"]].tolist() == pytest.approx([0.75, 0.75, 0.0])
+    assert macro.loc["sparse", ["internal", "external", "change"]].tolist() == pytest.approx([1.0, 0.75, -0.25])
+    gain = ext["gain"].loc["sparse - none"]
+    assert gain[["internal gain", "external gain", "change"]].tolist() == pytest.approx([0.25, 0.0, -0.25])
+    assert list(ext["per_label"].index.get_level_values("label").unique()) == ["A"]
+    assert list(ext["gain_per_label"].index) == ["A"] and list(ext["prevalence"].index) == LABELS
+    assert ext["sites"]["labels scored"].tolist() == [1, 1] and ext["sites"]["labels dropped"].tolist() == [1, 1]
 
 
 def test_gain_per_label():

@@ -168,3 +168,23 @@ def test_stacking_headroom_and_column_shares_of_a_study(study):  # noqa: F811
     for v in shares.columns:
         raw = S.fold_couplings(study, v, "raw")
         assert shares.loc["fold 1", v] == pytest.approx(column_share(raw[1])) or np.isnan(shares.loc["fold 1", v])
+
+
+def test_stacker_is_applied_to_each_fold_then_averaged():
+    """The stacker is fitted on single folds' out-of-fold logits, so it scores each fold's test
+    logits (the same kind) and the stacked probabilities are averaged, as the fold ensemble
+    averages probabilities; never the logit of the averaged probability, whose scale differs
+    (here one fold is much noisier than the other)."""
+    from cxrkit.evaluation.metrics import macro_auc
+    from cxrkit.study.headroom import stacked_fold_ensemble
+
+    rng = np.random.default_rng(3)
+    y_val = (rng.random((400, 3)) < 0.4).astype(float)
+    val_logits = 3 * (2 * y_val - 1) + rng.normal(0, 2, y_val.shape)
+    y_test = (rng.random((300, 3)) < 0.4).astype(float)
+    folds = np.stack([1 / (1 + np.exp(-(3 * (2 * y_test - 1) + rng.normal(0, s, y_test.shape)))) for s in (1, 6)])
+    got = stacked_fold_ensemble(val_logits, y_val, folds)
+    by_hand = sum(1 / (1 + np.exp(-stacked_scores(val_logits, y_val, logit(f)))) for f in folds) / 2
+    np.testing.assert_allclose(got, by_hand, rtol=0, atol=1e-12)
+    on_ensemble = stacked_scores(val_logits, y_val, logit(folds.mean(axis=0)))
+    assert abs(macro_auc(y_test, on_ensemble) - macro_auc(y_test, got)) > 1e-4

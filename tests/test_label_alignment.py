@@ -19,8 +19,9 @@ from target_helpers import NIH_SHARED, NIH_SPELLING, write_nih_target
 from cxrkit.cli import main
 from cxrkit.data.datasets import create_dataset, fingerprint
 from cxrkit.data.labels import CHEXPERT_LABELS, NIH_LABELS
+from cxrkit.evaluation import evaluate as E
 from cxrkit.evaluation.alignment import align_labels, dataset_labels, target_dataset
-from cxrkit.evaluation.evaluate import evaluate_files
+from cxrkit.evaluation.evaluate import evaluate_files, per_label_ci
 from cxrkit.evaluation.metrics import per_label_auc
 from cxrkit.evaluation.predictions import PredictionMismatch, write_predictions
 from cxrkit.utils.params import ConfigError
@@ -133,6 +134,31 @@ def test_cli_evaluate_says_which_labels(nih, tmp_path, capsys) -> None:
     assert main(["evaluate", str(pred), "--data", str(nih), "--dataset", "nih", "--bootstrap", "20",
                  "--out", str(out)]) == 0
     assert "lacking in nih (6, NaN, not scored)" in capsys.readouterr().out
-    assert json.loads(out.with_suffix(".json").read_text())["labels"]["extra"][0] == "Infiltration"
+    written = json.loads(out.with_suffix(".json").read_text())
+    assert written["labels"]["extra"][0] == "Infiltration"
+    ci = written["per_label_auc"]["p.csv"]["Atelectasis"]  # each shared label's own patient-bootstrap CI
+    assert ci["low"] <= ci["auc"] <= ci["high"] and ci["note"] == "" and "Fracture" not in written["per_label_auc"]["p.csv"]
+    table = pd.read_csv(out, index_col=0).iloc[:, 0]
+    assert table["AUC Atelectasis low"] == pytest.approx(ci["low"]) and table["AUC Atelectasis high"] == pytest.approx(ci["high"])
+    assert table["AUC Atelectasis"] == pytest.approx(ci["auc"]) and np.isnan(table["AUC Fracture low"])
     assert main(["evaluate", str(pred), "--data", str(tmp_path), "--bootstrap", "20"]) == 2
     assert capsys.readouterr().err.startswith("cxrkit evaluate: error:")
+
+
+def test_per_label_cis_and_labels_too_rare_for_them(monkeypatch) -> None:
+    """Hand-checkable: A separates perfectly (AUC 1 in every replicate: CI [1, 1]); B has no
+    positive (NaN, not scorable); C's bootstrap gives up (made to, here): NaN with the reason."""
+    y = np.array([[1, 0, 1], [1, 0, 0], [0, 0, 1], [0, 0, 0]] * 3, dtype=float)
+    s = np.array([[0.9, 0.5, 0.2], [0.8, 0.5, 0.3], [0.1, 0.5, 0.4], [0.2, 0.5, 0.1]] * 3)
+    real = E.bootstrap_macro_auc
+
+    def boot(yy, ss, **kw):
+        if kw["labels"] == ["C"]:
+            raise ValueError("bootstrap: labels too rare for this resampling: C")
+        return real(yy, ss, **kw)
+
+    monkeypatch.setattr(E, "bootstrap_macro_auc", boot)
+    out = per_label_ci(y, s, np.arange(12) // 2, ["A", "B", "C"], n_boot=50, seed=0)
+    assert (out["A"]["auc"], out["A"]["low"], out["A"]["high"], out["A"]["note"]) == (1.0, 1.0, 1.0, "")
+    assert np.isnan(out["B"]["low"]) and out["B"]["note"].startswith("not scorable: one class only")
+    assert np.isnan(out["C"]["high"]) and "too rare for the bootstrap" in out["C"]["note"] and "C" in out["C"]["note"]

@@ -395,3 +395,20 @@ def test_bootstrap_does_not_depend_on_memory_blocks(monkeypatch) -> None:
     monkeypatch.setattr(M, "_CHUNK", 5 * len(y3))  # blocks of 5
     assert bootstrap_macro_auc(y3, a, n_boot=120, seed=1, groups=patients) == pytest.approx(rare, abs=1e-12)
     assert paired_bootstrap_diff(y3, a, b, n_boot=120, seed=1, groups=patients) == pytest.approx(paired, abs=1e-12)
+
+
+def test_paired_diff_returns_its_replicates_on_request() -> None:
+    # label 0: a reversed (AUC 0), b perfect (AUC 1); label 1: the same scores for both. Every kept
+    # replicate keeps both classes of both labels, so every replicate difference is (1 - 0) / 2 = 0.5
+    y = np.array([[1, 1], [1, 0], [0, 1], [0, 0]] * 5, dtype=float)
+    a = np.c_[1 - y[:, 0], np.tile([0.3, 0.1, 0.4, 0.2], 5)]
+    b = np.c_[y[:, 0], a[:, 1]]
+    plain = paired_bootstrap_diff(y, a, b, n_boot=30, seed=3)
+    assert "replicates" not in plain
+    out = paired_bootstrap_diff(y, a, b, n_boot=30, seed=3, return_replicates=True)
+    assert out["replicates"].shape == (30,) and np.allclose(out["replicates"], 0.5)
+    assert {k: v for k, v in out.items() if k != "replicates"} == plain
+    # with replicates that vary: the interval is their percentile interval
+    y, s = synthetic(120, seed=12, masked=0.0)
+    out = paired_bootstrap_diff(y, s, s + 0.5 * y, n_boot=150, seed=1, return_replicates=True)
+    assert [out["low"], out["high"]] == pytest.approx(np.quantile(out["replicates"], [0.025, 0.975]))

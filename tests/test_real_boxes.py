@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cxrkit.data.boxes import BOX_COLUMNS
+from cxrkit.data.boxes import BOX_COLUMNS, REF_COLUMNS
 from cxrkit.data.datasets import create_dataset
 from cxrkit.data.tables import DataError
 from cxrkit.tools.real_tables import missing_reason, stage, xrv_data_dir
@@ -34,7 +34,7 @@ def _nih(folder: Path, **options):
 
 def test_nih_boxes_as_published(tmp_path: Path) -> None:
     boxes = _nih(tmp_path).boxes()
-    assert list(boxes.columns) == list(BOX_COLUMNS)
+    assert list(boxes.columns) == [*BOX_COLUMNS, *REF_COLUMNS]
     assert len(boxes) == 984 and boxes["image"].nunique() == 880 and set(boxes["source"]) == {"nih"}
     assert boxes["label"].value_counts().to_dict() == {
         "Atelectasis": 180, "Pleural Effusion": 153, "Cardiomegaly": 146, "Infiltration": 123, "Pneumonia": 120,
@@ -60,7 +60,7 @@ def test_nih_without_its_box_list_says_so(tmp_path: Path) -> None:
 def test_vindr_boxes_one_row_per_reader(tmp_path: Path) -> None:
     ds = create_dataset("vindr", **stage("vindr", tmp_path))
     boxes = ds.boxes()
-    assert list(boxes.columns) == list(BOX_COLUMNS) and len(boxes) == 24771
+    assert list(boxes.columns) == [*BOX_COLUMNS, *REF_COLUMNS] and len(boxes) == 24771
     assert boxes["label"].value_counts().to_dict() == {
         "Cardiomegaly": 5427, "Pleural Thickening": 4842, "Fibrosis": 4655, "Lung Lesion": 2580, "Lung Opacity": 2483,
         "Pleural Effusion": 2476, "Infiltration": 1247, "Consolidation": 556, "Atelectasis": 279, "Pneumothorax": 226}

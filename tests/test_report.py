@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from study_helpers import fake_study, smoke_copy
 
+from cxrkit.study import findings as findings_module
 from cxrkit.study import load_study, plan, write_index
 from cxrkit.study.display import short_float
 from cxrkit.study.findings import FOREST, findings_html
@@ -197,3 +198,46 @@ def test_chromium_shows_the_findings_first(tmp_path):
     body = res.stdout[res.stdout.index("<body"):]
     first = re.search(r"<(section|h2|table)\b[^>]*>", body)
     assert first is not None and first.group(0) == '<section id="findings">'
+
+
+def _seed_paired(cfg) -> pd.DataFrame:
+    """05's seed_replicates_paired.csv (cxrkit.study.seeds) for seeds 0, 1, 2: the seeds-and-test CI
+    of sparse - none straddles 0 while its seed-0 test-only CI is above it."""
+    rows = {}
+    for a, b in [(cfg.variant_names[0], v) for v in cfg.variant_names[1:]]:
+        rows[f"{b} - {a}"] = {"diff (mean over seeds)": 0.0101234, "low (seeds and test)": -0.0045678,
+                              "high (seeds and test)": 0.0251111, "diff seed 0": 0.0123456, "diff seed 1": 0.008,
+                              "diff seed 2": 0.0100246, "diff seed 0 (test only)": 0.0123456,
+                              "low seed 0 (test only)": 0.0012345, "high seed 0 (test only)": 0.0234567,
+                              "seeds": 3, "CI covers": "training seed and test-set sampling"}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def test_several_seeds_show_both_cis_and_answer_from_the_seed_covering_one(tmp_path, monkeypatch):
+    cfg = _report(fake_study(tmp_path))
+    cfg.seeds = [0, 1, 2]
+    _seed_paired(cfg).to_csv(cfg.report_dir / "tables" / "seed_replicates_paired.csv", float_format="%.6g")
+    drawn = {}
+    real = findings_module.forest_plot
+    monkeypatch.setattr(findings_module, "forest_plot",
+                        lambda pairs, path, seeds=None: drawn.update(seeds=seeds) or real(pairs, path, seeds))
+    text = _text(findings_html(cfg, {}, {}))
+    head = "seeds and test: mean difference over 3 seeds [95% CI] test only, seed 0: difference [95% CI]"
+    assert head in text and "answer (from the seeds-and-test CI)" in text
+    # sparse - none: seeds and test +0.0101 [-0.0046, +0.0251] (includes 0), seed 0 alone +0.0123 [+0.0012, +0.0235]
+    assert "sparse - none +0.0101 [-0.0046, +0.0251] +0.0123 [+0.0012, +0.0235] 0.042 no difference shown" in text
+    assert "yes: higher" not in text.split("sparse - cooc_gcn")[0]  # the test-only CI alone would have said yes
+    assert "seeds and test is the CI over training seeds and test patients" in text
+    assert "test only, seed 0 covers the test sampling of the first seed's models only" in text
+    assert drawn["seeds"].loc[("none", "sparse"), "low"] == pytest.approx(-0.0045678)
+    assert (cfg.report_dir / FOREST).is_file() and "href='tables/seed_replicates_paired.csv'" in findings_html(cfg, {}, {})
+    cfg.seeds = None  # one seed: the seed table is ignored, the test-only CI answers
+    text = _text(findings_html(cfg, {}, {}))
+    assert "sparse - none +0.0123 [+0.0012, +0.0235] 0.042 yes: higher" in text and "seeds and test" not in text
+
+
+def test_refiner_words_cover_every_refiner():
+    from cxrkit.models.refiners import REFINERS
+
+    assert set(REFINERS) <= set(findings_module.REFINER_WORDS)
+    assert "prevalence" in findings_module.REFINER_WORDS["sparse_centred"]

@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrkit.data.boxes import BOX_COLUMNS, box_table, empty_boxes, scale_boxes
+from cxrkit.data.boxes import BOX_COLUMNS, REF_COLUMNS, box_table, empty_boxes, scale_boxes
+from cxrkit.data.datasets.box_lists import nih_boxes, vindr_boxes
+from cxrkit.data.datasets.vindr import VINDR_FINDINGS
 from cxrkit.data.tables import DataError
 from cxrkit.evaluation.saliency import (
     centre_hit,
@@ -25,12 +27,20 @@ from cxrkit.evaluation.saliency import (
     region_share,
 )
 from cxrkit.models import create_model
-from cxrkit.models.saliency import check_cnn_layer, grad_cam, target_layer
+from cxrkit.models.saliency import (
+    check_cnn_layer,
+    grad_cam,
+    peak_scaled,
+    raw_grad_cam,
+    target_layer,
+    upsample_cams,
+)
 from cxrkit.study.saliency import (
     CENTRE,
     UNIFORM,
     Saliency,
     VariantMaps,
+    reference_sizes,
     saliency_tables,
     score_maps,
 )
@@ -211,3 +221,97 @@ def test_vindr_official_annotations_give_one_box_per_reader(tmp_path) -> None:
     assert got == [("i1", "Cardiomegaly", 10.0, 20.0, 110.0, 90.0, "vindr R1"), ("i1", "Lung Lesion", 5.0, 5.0, 9.0, 9.0, "vindr R1"),
                    ("i1", "Cardiomegaly", 12.0, 18.0, 100.0, 95.0, "vindr R2"),
                    ("t1", "Lung Lesion", 30.0, 40.0, 50.0, 60.0, "vindr consensus")]
+
+
+# --- the energy share on the un-normalised Grad-CAM -----------------------------------------------------
+class _Pattern(torch.nn.Module):
+    """A "layer" whose activation is the fixed 2 x 2 map [[3, 1], [1, 1]] (a floor of 1 everywhere)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pattern = torch.nn.Parameter(torch.tensor([[3.0, 1.0], [1.0, 1.0]]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pattern.expand(len(x), 1, 2, 2) + 0 * x[:, :1, ::2, ::2]
+
+
+class _Mean(torch.nn.Module):
+    """y = the spatial mean of the pattern: dy/dA = 1/4 everywhere, so Grad-CAM = A / 4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = _Pattern()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x).mean(dim=(2, 3))
+
+
+def test_energy_share_is_computed_on_the_raw_cam_not_the_min_subtracted_one() -> None:
+    """Resized bilinearly 2 -> 4 px, row/column weights of the first cell are w = (1, .75, .25, 0):
+    raw map (1 + 2 w w^T) / 4. On the top-left quadrant its share is (4 + 2 * 1.75^2) / (16 + 2 * 2^2)
+    = 10.125 / 24 = 0.421875; minus its minimum (pytorch-grad-cam's scaling) it would be
+    1.75^2 / 2^2 = 0.765625."""
+    model, x = _Mean().eval(), torch.zeros(1, 3, 4, 4)
+    w = np.array([1.0, 0.75, 0.25, 0.0])
+    raw = raw_grad_cam(model, x, 0, model.layer)
+    np.testing.assert_allclose(raw[0], (1 + 2 * np.outer(w, w)) / 4, atol=1e-6)
+    np.testing.assert_allclose(upsample_cams(np.array([[[3.0, 1.0], [1.0, 1.0]]]), (4, 4))[0], 1 + 2 * np.outer(w, w))
+    box = np.array([0, 0, 2, 2])
+    assert energy_share(raw[0], box) == pytest.approx(0.421875)
+    assert energy_share(peak_scaled(raw)[0], box) == pytest.approx(0.421875) and peak_scaled(raw).max() == 1.0
+    assert energy_share(grad_cam(model, x, 0, model.layer)[0], box) == pytest.approx(0.765625, abs=1e-5)
+    assert map_peak(raw[0]) == map_peak(grad_cam(model, x, 0, model.layer)[0]) == (0, 0)  # the pointing game agrees
+    assert not peak_scaled(np.zeros((1, 2, 2))).any()
+
+
+# --- boxes scaled from their reference grid, not from a downsampled copy ---------------------------------
+def _dicom(path, rows: int, cols: int):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ComputedRadiographyImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "CR"
+    ds.set_pixel_data(np.zeros((rows, cols), np.uint16), "MONOCHROME2", 12, generate_instance_uid=False)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_nih_boxes_on_a_downsampled_copy_scale_from_1024(tmp_path) -> None:
+    from PIL import Image
+
+    png = tmp_path / "00000001_000.png"  # NIH's 256 px copy of a 1024 x 1024 original
+    Image.fromarray(np.zeros((256, 256), np.uint8)).save(png)
+    (tmp_path / "bbox.csv").write_text("Image Index,Finding Label,x,y,w,h\n00000001_000.png,Nodule,512,256,128,64\n")
+    boxes = nih_boxes(tmp_path / "bbox.csv", {"00000001_000.png"}, ["Nodule"])
+    assert list(boxes.columns) == [*BOX_COLUMNS, *REF_COLUMNS]
+    items = pd.DataFrame({"image": ["00000001_000.png"], "label": ["Nodule"], "path": [str(png)]})
+    sizes = reference_sizes(items, boxes)
+    assert sizes == {"00000001_000.png": (1024.0, 1024.0)}
+    scaled = scale_boxes(boxes, sizes, 64)  # x 64 / 1024 (the stored 256 px would give 4 times that: 128, 64, 160, 80)
+    assert scaled[["x0", "y0", "x1", "y1"]].to_numpy().tolist() == [[32.0, 16.0, 40.0, 20.0]]
+
+
+def test_vindr_boxes_take_the_dicom_size_and_a_png_copy_needs_it_given(tmp_path) -> None:
+    line = "v1,Cardiomegaly,R1,100,200,300,400"
+    (tmp_path / "train.csv").write_text(f"image_id,class_name,rad_id,x_min,y_min,x_max,y_max\n{line}\n")
+    boxes = vindr_boxes([tmp_path / "train.csv"], VINDR_FINDINGS, {"v1"}, ["Cardiomegaly"])
+    dcm = _dicom(tmp_path / "v1.dicom", rows=800, cols=400)
+    items = pd.DataFrame({"image": ["v1"], "label": ["Cardiomegaly"], "path": [str(dcm)]})
+    sizes = reference_sizes(items, boxes)
+    assert sizes == {"v1": (400, 800)}  # Columns, Rows from the header
+    assert scale_boxes(boxes, sizes, 100)[["x0", "y0", "x1", "y1"]].to_numpy().tolist() == [[25.0, 25.0, 75.0, 50.0]]
+    from PIL import Image
+
+    png = tmp_path / "v1.png"  # Kaggle's 200 x 400 PNG copy: the original's size must be given
+    Image.fromarray(np.zeros((400, 200), np.uint8)).save(png)
+    with pytest.raises(DataError, match=r"v1\.png: boxes of \['vindr R1'\] .* not the DICOM .*ref_width, ref_height"):
+        reference_sizes(items.assign(path=str(png)), boxes)
+    (tmp_path / "train.csv").write_text("image_id,class_name,rad_id,x_min,y_min,x_max,y_max,ref_width,ref_height\n"
+                                        f"{line},400,800\n")
+    given = vindr_boxes([tmp_path / "train.csv"], VINDR_FINDINGS, {"v1"}, ["Cardiomegaly"])
+    sizes = reference_sizes(items.assign(path=str(png)), given)
+    assert sizes == {"v1": (400.0, 800.0)}
+    assert scale_boxes(given, sizes, 100)[["x0", "y0", "x1", "y1"]].to_numpy().tolist() == [[25.0, 25.0, 75.0, 50.0]]

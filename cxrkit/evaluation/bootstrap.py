@@ -29,6 +29,11 @@ _CHUNK = 4_000_000  # weight-matrix elements per bootstrap block (32 MB of float
 _MAX_DRAWS = 10  # a bootstrap gives up after drawing this many times n_boot replicates
 
 
+class LabelsTooRare(ValueError):
+    """A bootstrap drew ``_MAX_DRAWS * n_boot`` replicates without keeping ``n_boot`` in which every
+    label scorable on the full data stays scorable; the message names the labels."""
+
+
 def _sampler(n: int, seed: int, groups: Any) -> tuple[Callable[[int], np.ndarray], int]:
     """A seeded stream of bootstrap image weights and a memory-bounded block size.
 
@@ -118,14 +123,14 @@ def _fixed_set_replicates(t: np.ndarray, plans: list[list[_Plan]], n_boot: int, 
 
 
 def _too_rare(t: np.ndarray, scorable: np.ndarray, lost: np.ndarray, drawn: int, n_kept: int,
-              n_boot: int, labels: Sequence[str] | None = None) -> ValueError:
+              n_boot: int, labels: Sequence[str] | None = None) -> LabelsTooRare:
     """The error of a bootstrap that hit its draw limit, naming the labels that caused it."""
     cols = np.flatnonzero(scorable)
     names = [repr(labels[c]) if labels is not None else f"column {c}" for c in range(t.shape[1])]
     detail = ", ".join(f"{names[cols[i]]} ({int((t[:, cols[i]] == 1).sum())} positive, "
                        f"{int((t[:, cols[i]] == 0).sum())} negative; unscorable in {lost[i] / drawn:.0%} "
                        f"of draws)" for i in np.argsort(-lost, kind="stable")[:5] if lost[i])
-    return ValueError(f"bootstrap: only {n_kept} of {n_boot} replicates kept every scorable label "
+    return LabelsTooRare(f"bootstrap: only {n_kept} of {n_boot} replicates kept every scorable label "
                       f"scorable after {drawn} draws (the limit is {_MAX_DRAWS} x n_boot); labels too "
                       f"rare for this resampling: {detail}. Leave such labels out, or evaluate on "
                       f"more images or patients.")
@@ -180,8 +185,9 @@ def bootstrap_macro_auc(y_true: Any, y_score: Any, n_boot: int = 1000, seed: int
 
     Raises:
         ValueError: bad shapes, labels or scores (see :func:`per_label_auc`), ``n_boot < 2``,
-            ``alpha`` outside (0, 1), bad ``groups``, or ``_MAX_DRAWS * n_boot`` draws without
-            ``n_boot`` kept (the message names the labels too rare for the resampling).
+            ``alpha`` outside (0, 1), bad ``groups``; :class:`LabelsTooRare` (a ValueError):
+            ``_MAX_DRAWS * n_boot`` draws without ``n_boot`` kept (the message names the labels
+            too rare for the resampling).
     """
     _check_boot(n_boot, alpha)
     t, s = _check(y_true, y_score)
@@ -200,8 +206,8 @@ def bootstrap_macro_auc(y_true: Any, y_score: Any, n_boot: int = 1000, seed: int
 
 
 def paired_bootstrap_diff(y_true: Any, score_a: Any, score_b: Any, n_boot: int = 1000, seed: int = 0,
-                          alpha: float = 0.05, groups: Any = None,
-                          labels: Sequence[str] | None = None) -> dict[str, float]:
+                          alpha: float = 0.05, groups: Any = None, labels: Sequence[str] | None = None,
+                          return_replicates: bool = False) -> dict[str, Any]:
     """Paired bootstrap of the macro ROC-AUC difference over a fixed label set, b minus a.
 
     Both models are scored on the same resampled images (or groups) in every replicate, so the
@@ -226,10 +232,13 @@ def paired_bootstrap_diff(y_true: Any, score_a: Any, score_b: Any, n_boot: int =
         alpha: the interval covers 1 - alpha.
         groups: optional (N,) group id per row; groups are resampled whole.
         labels: optional names of the L labels, used in error messages.
+        return_replicates: also return the kept replicate differences (e.g. to combine two
+            independent samples' bootstraps replicate by replicate).
 
     Returns:
         ``diff`` (on the data), ``low``/``high`` (percentile interval), ``p_value`` and
-        ``replicates_rejected`` (int: replicates drawn and rejected).
+        ``replicates_rejected`` (int: replicates drawn and rejected); with ``return_replicates``
+        also ``replicates``, the (n_boot,) kept replicate differences b - a in draw order.
 
     Raises:
         ValueError: as :func:`bootstrap_macro_auc`.
@@ -250,7 +259,11 @@ def paired_bootstrap_diff(y_true: Any, score_a: Any, score_b: Any, n_boot: int =
     else:
         tail = min((finite <= 0).sum(), (finite >= 0).sum()) + 1
         p_value = float(min(1.0, 2 * tail / (finite.size + 1)))
-    return {"diff": diff, "low": low, "high": high, "p_value": p_value, "replicates_rejected": rejected}
+    out: dict[str, Any] = {"diff": diff, "low": low, "high": high, "p_value": p_value,
+                           "replicates_rejected": rejected}
+    if return_replicates:
+        out["replicates"] = reps
+    return out
 
 
 def seed_bootstrap_diff(y_true: Any, scores_a: Sequence[Any], scores_b: Sequence[Any], n_boot: int = 1000,

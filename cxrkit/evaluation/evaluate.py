@@ -40,7 +40,8 @@ def aligned(table: pd.DataFrame, labels: Sequence[str], preds: pd.DataFrame, nam
 def evaluate_files(paths: Sequence[str | Path], *, data: str | Path, dataset: str = "gxs",
                    dataset_options: dict[str, Any] | None = None, threshold: float = 0.5, n_boot: int = 1000,
                    seed: int = 0) -> dict[str, Any]:
-    """Per-label and macro AUC (patient-bootstrap CI), mAP and CP/CR/CF1/OP/OR/OF1 of each file;
+    """Per-label and macro AUC, each with its patient-bootstrap 95% CI (per label:
+    :func:`per_label_ci`; rows ``AUC <label> low`` / ``high``), mAP and CP/CR/CF1/OP/OR/OF1 of each file;
     with two files, also the paired bootstrap difference (second minus first). Every interval
     is over the labels scorable on the evaluated images (:func:`cxrkit.evaluation.bootstrap.bootstrap_macro_auc`)
     and its line says how many replicates were rejected and redrawn to keep that label set; the
@@ -55,7 +56,8 @@ def evaluate_files(paths: Sequence[str | Path], *, data: str | Path, dataset: st
 
     Returns:
         ``text`` (the table and the summary lines), ``table`` (one column per file),
-        ``lines`` and ``labels`` (``scored``, ``lacking``, ``extra``).
+        ``lines``, ``labels`` (``scored``, ``lacking``, ``extra``), ``per_label`` (file ->
+        :func:`per_label_ci` of the shared labels) and ``per_label_json`` (the same, NaN as None).
 
     Raises:
         PredictionMismatch: a file made on other data (its sidecar's data fingerprint is not the
@@ -79,11 +81,14 @@ def evaluate_files(paths: Sequence[str | Path], *, data: str | Path, dataset: st
     report = _score(paths, loaded, ds.table, alignment.shared, threshold=threshold, n_boot=n_boot, seed=seed)
     table = report["table"]  # an AUC row per predicted label, in the files' order (NaN where the dataset lacks it)
     report["table"] = table.reindex([f"AUC {lab}" for lab in alignment.model]
+                                    + [f"AUC {lab} {end}" for lab in alignment.model for end in ("low", "high")]
                                     + [row for row in table.index if not str(row).startswith("AUC ")])
     report["lines"].append(alignment.describe(dataset))
     with pd.option_context("display.width", 200, "display.max_rows", 100, "display.float_format", "{:.4f}".format):
         report["text"] = report["table"].to_string() + "\n\n" + "\n".join(report["lines"])
-    return {**report, "labels": alignment.as_dict()}
+    nulls = {f: {lab: {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in c.items()}
+                 for lab, c in labs.items()} for f, labs in report["per_label"].items()}
+    return {**report, "labels": alignment.as_dict(), "per_label_json": nulls}
 
 
 def _check_fingerprints(paths: Sequence[str | Path], metas: Sequence[dict[str, Any]], fp: str, data: str | Path) -> None:
@@ -104,7 +109,7 @@ def _check_fingerprints(paths: Sequence[str | Path], metas: Sequence[dict[str, A
 def _score(paths: Sequence[str | Path], loaded: Sequence[tuple[pd.DataFrame, dict[str, Any]]], table: pd.DataFrame,
            labels: list[str], *, threshold: float, n_boot: int, seed: int) -> dict[str, Any]:
     """The metrics of each file on ``labels`` and, for a pair, their paired difference."""
-    columns, lines = {}, []
+    columns, lines, per_label = {}, [], {}
     scores_of = []
     for p, (preds, _) in zip(paths, loaded):
         if len(paths) == 2:
@@ -113,14 +118,19 @@ def _score(paths: Sequence[str | Path], loaded: Sequence[tuple[pd.DataFrame, dic
         scores_of.append(s)
         per = per_label_auc(y, s, labels)
         ci = bootstrap_macro_auc(y, s, n_boot=n_boot, seed=seed, groups=groups, labels=labels)
+        cis = per_label_ci(y, s, groups, labels, n_boot=n_boot, seed=seed)
         thr = threshold_metrics(y, s, threshold=threshold)
-        col = {**{f"AUC {k}": v for k, v in per.items()}, "macro AUC": ci["estimate"],
+        col = {**{f"AUC {k}": v for k, v in per.items()},
+               **{f"AUC {k} {end}": c[end] for k, c in cis.items() for end in ("low", "high")},
+               "macro AUC": ci["estimate"],
                "macro AUC low": ci["low"], "macro AUC high": ci["high"],
                "mAP": mean_average_precision(y, s), **{f"{k}@{threshold:g}": v for k, v in thr.items()}}
-        columns[Path(p).name if Path(p).name not in columns else str(p)] = col
+        name = Path(p).name if Path(p).name not in columns else str(p)
+        columns[name], per_label[name] = col, cis
         lines.append(f"{p}: macro AUC {ci['estimate']:.4f} (95% CI {ci['low']:.4f}-{ci['high']:.4f}, "
                      f"patient bootstrap n={n_boot}, {ci['replicates_rejected']} replicate(s) rejected and "
                      f"redrawn for a label without both classes), mAP {col['mAP']:.4f}, n={len(y)}")
+        lines += [f"{p}: AUC {k}: no CI ({c['note']})" for k, c in cis.items() if c["note"]]
     result = pd.DataFrame(columns)
     if len(paths) == 2:
         d = paired_bootstrap_diff(y, scores_of[0], scores_of[1], n_boot=n_boot, seed=seed, groups=groups,
@@ -131,4 +141,28 @@ def _score(paths: Sequence[str | Path], loaded: Sequence[tuple[pd.DataFrame, dic
                      f"evaluated images only (patient bootstrap); one training seed per file, so training "
                      f"variability is not in it")
         result["difference"] = result.iloc[:, 1] - result.iloc[:, 0]
-    return {"table": result, "lines": lines}
+    return {"table": result, "lines": lines, "per_label": per_label}
+
+
+def per_label_ci(y: np.ndarray, s: np.ndarray, groups: np.ndarray, labels: Sequence[str], *, n_boot: int,
+                 seed: int) -> dict[str, dict[str, Any]]:
+    """Each label's AUC with its own patient-bootstrap 95% CI (:func:`bootstrap_macro_auc` on that
+    label alone, so a replicate is redrawn only when *it* lacks a class).
+
+    Returns:
+        label -> ``auc``, ``low``, ``high``, ``replicates_rejected`` and ``note``: empty, or why the
+        CI is NaN (the label has one class only on these images, or is too rare for the
+        resampling to keep both classes).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for j, lab in enumerate(labels):
+        try:
+            ci = bootstrap_macro_auc(y[:, [j]], s[:, [j]], n_boot=n_boot, seed=seed, groups=groups, labels=[lab])
+        except ValueError as exc:  # too rare: the resampling cannot keep both classes
+            out[lab] = {"auc": float("nan"), "low": float("nan"), "high": float("nan"),
+                        "replicates_rejected": None, "note": f"too rare for the bootstrap: {exc}"}
+            continue
+        note = "" if np.isfinite(ci["estimate"]) else "not scorable: one class only among the evaluated images"
+        out[lab] = {"auc": ci["estimate"], "low": ci["low"], "high": ci["high"],
+                    "replicates_rejected": int(ci["replicates_rejected"]), "note": note}
+    return out

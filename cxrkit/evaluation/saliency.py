@@ -13,7 +13,10 @@ already in the map's pixels; several boxes of one finding are one region, their 
 * The energy share, the energy-based pointing game of Wang et al. ("Score-CAM: Score-Weighted
   Visual Explanations for Convolutional Neural Networks", CVPR Workshops 2020, Sec. 5.2): the
   share of the map's total (non-negative) value on the region's pixels (pixels whose centre lies
-  in a box), ``sum_region m / sum_all m``. A flat map is a uniform one: its share is the region's
+  in a box), ``sum_region m / sum_all m``, on the un-normalised ReLU Grad-CAM (or that map over its
+  maximum: :func:`cxrkit.models.saliency.raw_grad_cam`): a map min-max scaled first (as
+  pytorch-grad-cam's) loses its floor, which inflates the share of a coarse map positive
+  everywhere. A flat map is a uniform one: its share is the region's
   share of the pixels, which is also the baseline of a map with no information (:func:`region_share`).
 """
 

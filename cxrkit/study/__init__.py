@@ -22,7 +22,8 @@ Everything a notebook needs is importable from here; the modules are:
   (``08_trust``): calibration, operating points, subgroups; figures in :mod:`~cxrkit.study.trust_plots`.
 * :mod:`~cxrkit.study.external`, :mod:`~cxrkit.study.external_analysis` -- external validation
   (``07_external``): every variant's fold ensemble at the study's ``external:`` site against the
-  internal test split; figures in :mod:`~cxrkit.study.external_plots`.
+  internal test split; figures in :mod:`~cxrkit.study.external_plots`; its cached predictions
+  (also read by ``08_trust``) in :mod:`~cxrkit.study.external_cache`.
 * :mod:`~cxrkit.study.saliency` -- Grad-CAM of each variant scored against the true regions
   (``09_saliency``); figures in :mod:`~cxrkit.study.saliency_plots`.
 * :mod:`~cxrkit.study.analysis`, :mod:`~cxrkit.study.plots`, :mod:`~cxrkit.study.literature` --

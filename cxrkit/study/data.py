@@ -21,7 +21,7 @@ from cxrkit.data.splits import (
     make_splits,
     save_splits,
 )
-from cxrkit.study.config import StudyConfig
+from cxrkit.study.config import StudyConfig, StudyError
 from cxrkit.utils.files import check_writable
 from cxrkit.utils.params import ConfigError
 from cxrkit.utils.paths import data_dir, resolve
@@ -201,10 +201,22 @@ def dataset_table(cfg: StudyConfig) -> pd.DataFrame:
     return _table(cfg).copy()
 
 
-def true_labels(cfg: StudyConfig, images: Sequence[str]) -> Any:
-    """Label matrix (NaN = unknown) of ``images`` in that order, over the labels the runs predict."""
+def true_labels(cfg: StudyConfig, images: Sequence[str], labels: Sequence[str] | None = None) -> Any:
+    """Label matrix (NaN = unknown) of ``images`` in that order, over the labels the runs predict
+    in the dataset table's order, or over ``labels`` in that order (e.g. a prediction file's
+    columns, so that true labels and scores line up by name).
+
+    Raises:
+        StudyError: ``labels`` names a label the study's table does not have.
+    """
     table = _table(cfg)
-    return label_matrix(table.set_index("image").loc[list(images)].reset_index(), table.attrs["labels"])
+    own = table.attrs["labels"]
+    if labels is not None:
+        missing = [lab for lab in labels if lab not in own]
+        if missing:
+            raise StudyError(f"study {cfg.name!r}: no true labels for {missing} (its dataset table has {list(own)})")
+    return label_matrix(table.set_index("image").loc[list(images)].reset_index(),
+                        own if labels is None else list(labels))
 
 
 def patient_ids(cfg: StudyConfig, images: Sequence[str]) -> Any:

@@ -14,7 +14,6 @@ checkpoints (sha256) and TTA.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,12 +23,12 @@ from cxrkit.data.datasets import fingerprint, label_matrix
 from cxrkit.data.splits import load_splits
 from cxrkit.evaluation.evaluate import aligned
 from cxrkit.evaluation.predictions import read_predictions
-from cxrkit.evaluation.sources import file_sha256
 from cxrkit.study.config import StudyConfig
 from cxrkit.study.data import dataset_table, external_dataset, patient_ids, true_labels
 from cxrkit.study.external_analysis import (
     ORACLE,
     Site,
+    common_labels,
     gain_per_label,
     gain_table,
     macro_table,
@@ -37,26 +36,10 @@ from cxrkit.study.external_analysis import (
     prevalence_summary,
     prevalence_table,
 )
+from cxrkit.study.external_cache import cached, external_folder
 from cxrkit.study.inference import infer, variant_runs
 from cxrkit.study.trust import ensemble_predictions, oracle_predictions
 from cxrkit.utils.paths import resolve
-
-
-def external_folder(cfg: StudyConfig) -> Path:
-    """``<runs>/<name>/external/<site name>/``: the cached external predictions."""
-    return cfg.run_dir / "external" / cfg.external_spec["name"]
-
-
-def _cached(path: Path, data_fp: str, runs: Sequence[Path], tta: bool) -> pd.DataFrame | None:
-    """The prediction file at ``path`` when its sidecar records this data, these checkpoints and TTA."""
-    if not path.is_file():
-        return None
-    table, meta = read_predictions(path)
-    shas = [r.get("sha256") for r in meta.get("runs") or []]
-    if meta.get("data_fingerprint") != data_fp or meta.get("tta") != tta or \
-            shas != [file_sha256(Path(r) / "best.pt") for r in runs]:
-        return None
-    return table
 
 
 def external_predictions(cfg: StudyConfig, progress: bool = False, device: str = "auto") -> dict[str, pd.DataFrame]:
@@ -76,7 +59,7 @@ def external_predictions(cfg: StudyConfig, progress: bool = False, device: str =
     for v in cfg.variant_names:
         runs, train = variant_runs(cfg, v), cfg.train_config(0, v)
         path = external_folder(cfg) / f"{v}.csv"
-        table = _cached(path, data_fp, runs, train.tta)
+        table = cached(path, data_fp, runs, train.tta)
         if table is None:
             infer(runs, data=spec["data"], dataset=spec["dataset"], dataset_options=spec["dataset_options"], out=path,
                   device=device, batch_size=train.eval_batch_size, tta=train.tta, on_bad_image=cfg.on_bad_image,
@@ -91,8 +74,7 @@ def internal_site(cfg: StudyConfig, labels: Sequence[str]) -> Site:
     ``pred_test.csv``), the true labels and patients, the oracle on the phantom; over ``labels``."""
     scores = {v: ensemble_predictions(cfg, v, "test") for v in cfg.variant_names}
     images = scores[cfg.variant_names[0]].index
-    own = list(scores[cfg.variant_names[0]].columns)
-    y = true_labels(cfg, images)[:, [own.index(lab) for lab in labels]]
+    y = true_labels(cfg, images, labels)
     oracle = oracle_predictions(cfg, images, list(labels))
     return Site(np.asarray(y, dtype=float), patient_ids(cfg, images),
                 {v: s.loc[images, list(labels)].to_numpy(dtype=float) for v, s in scores.items()},
@@ -134,30 +116,48 @@ def train_labels(cfg: StudyConfig, labels: Sequence[str]) -> np.ndarray:
 def external_validation(cfg: StudyConfig, preds: dict[str, pd.DataFrame]) -> dict[str, Any]:
     """Internal test split vs the external site, for every variant.
 
+    Every AUC table is over the same labels at both sites: those the external site annotates
+    that are scorable (both classes among the known entries) at both sites
+    (:func:`cxrkit.study.external_analysis.common_labels`), so that a change compares like with
+    like; the prevalence tables cover every shared label.
+
     Args:
         cfg: the study (with an ``external:`` block).
         preds: :func:`external_predictions`.
 
     Returns:
         ``sites`` (images, patients and labels scored at each site), ``alignment`` (the label
-        alignment), ``macro``, ``per_label``, ``gain``, ``gain_per_label``, ``prevalence``,
-        ``prevalence_summary`` (:mod:`cxrkit.study.external_analysis`; internal and external over
-        the same labels: those the external site annotates), ``site`` (its name) and ``headline``.
+        alignment), ``labels`` (the labels scored), ``dropped`` (the shared labels left out, with
+        each site's counts and why) and ``labels_note`` (a sentence saying so), ``macro``,
+        ``per_label``, ``gain``, ``gain_per_label``, ``prevalence``, ``prevalence_summary``
+        (:mod:`cxrkit.study.external_analysis`), ``site`` (its name) and ``headline``.
     """
     external, alignment = external_site(cfg, preds)
-    labels = alignment.shared
-    internal = internal_site(cfg, labels)
+    shared = list(alignment.shared)
+    internal = internal_site(cfg, shared)
+    labels, dropped = common_labels(internal, external, shared)
+    keep = [shared.index(lab) for lab in labels]
+    both = {"internal": internal.select(keep), "external": external.select(keep)}
     boot = {"n_boot": cfg.bootstrap, "seed": int(cfg.train.get("seed", 0))}
-    macro = macro_table(internal, external, labels, **boot)
-    gain = gain_table(internal, external, labels, **boot)
-    prevalence = prevalence_table(train_labels(cfg, labels), internal, external, labels)
+    macro = macro_table(both["internal"], both["external"], labels, **boot)
+    gain = gain_table(both["internal"], both["external"], labels, **boot)
+    prevalence = prevalence_table(train_labels(cfg, shared), internal, external, shared)
     sites = pd.DataFrame({s: {"images": len(site.y), "patients": len(set(site.groups)), "labels scored": len(labels),
-                              "oracle": site.oracle is not None}
+                              "labels dropped": len(dropped), "oracle": site.oracle is not None}
                           for s, site in (("internal test", internal), (f"external ({cfg.external_spec['name']})", external))}).T
-    return {"sites": sites, "alignment": alignment, "site": cfg.external_spec["name"], "macro": macro,
-            "per_label": per_label_table(internal, external, labels, **boot), "gain": gain,
-            "gain_per_label": gain_per_label(internal, external, labels), "prevalence": prevalence,
+    return {"sites": sites, "alignment": alignment, "site": cfg.external_spec["name"], "labels": labels,
+            "dropped": dropped, "labels_note": _labels_note(labels, dropped), "macro": macro,
+            "per_label": per_label_table(both["internal"], both["external"], labels, **boot), "gain": gain,
+            "gain_per_label": gain_per_label(both["internal"], both["external"], labels), "prevalence": prevalence,
             "prevalence_summary": prevalence_summary(prevalence), "headline": external_headline(cfg, macro, gain)}
+
+
+def _labels_note(labels: list[str], dropped: pd.DataFrame) -> str:
+    """One sentence: how many labels the AUC tables score, and which were left out and why."""
+    text = f"AUC tables over the {len(labels)} label(s) scorable at both sites"
+    if not len(dropped):
+        return text + "; none of the shared labels left out"
+    return text + "; left out: " + "; ".join(f"{lab} ({why})" for lab, why in dropped["reason"].items())
 
 
 def external_headline(cfg: StudyConfig, macro: pd.DataFrame, gain: pd.DataFrame) -> dict[str, Any]:

@@ -7,11 +7,13 @@ labels, patient ids, every variant's scores and, on a phantom, the exact oracle'
 * :func:`per_label_table` -- the same per label (each label's AUC with its own CI).
 * :func:`gain_table`, :func:`gain_per_label` -- every variant's gain over the baseline at each site
   (paired patient bootstrap) and how much of it is left at the other site.
+* :func:`common_labels` -- the labels scorable at both sites, and those left out.
 * :func:`prevalence_table`, :func:`prevalence_summary` -- the prevalence shift and the mean
   predicted probability per label: do the probabilities follow the new prevalence?
 
 Every AUC is over the labels scorable at that site (both classes among the known entries); the
-caller restricts both sites to the labels they share.
+caller restricts both sites to the labels scorable at *both* (:func:`common_labels`,
+:meth:`Site.select`), so that a change (external - internal) compares the same labels.
 """
 
 from __future__ import annotations
@@ -23,12 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrkit.evaluation.bootstrap import bootstrap_macro_auc, paired_bootstrap_diff
+from cxrkit.evaluation.bootstrap import LabelsTooRare, bootstrap_macro_auc, paired_bootstrap_diff
 from cxrkit.evaluation.metrics import macro_auc, per_label_auc
 
 ORACLE = "oracle"  #: the row of the phantom's exact oracle posterior
 SITES = ("internal", "external")  #: the two sites' names in the tables' columns
-Z95 = 1.959963984540054  #: the standard normal's 97.5% quantile
 
 
 @dataclass
@@ -50,6 +51,33 @@ class Site:
     def models(self) -> dict[str, np.ndarray]:
         """Every variant's scores, then the oracle's when there is one."""
         return {**self.scores, **({ORACLE: self.oracle} if self.oracle is not None else {})}
+
+    def select(self, columns: Sequence[int]) -> Site:
+        """The same images over the label columns ``columns`` (positions, in that order)."""
+        cols = list(columns)
+        return Site(self.y[:, cols], self.groups, {k: v[:, cols] for k, v in self.scores.items()},
+                    None if self.oracle is None else self.oracle[:, cols])
+
+
+def common_labels(internal: Site, external: Site, labels: Sequence[str]) -> tuple[list[str], pd.DataFrame]:
+    """The labels scorable at both sites (both classes among the known entries at each), in the
+    order of ``labels`` (the sites' columns), and those left out.
+
+    Returns:
+        ``(kept, dropped)``: the kept labels' names; ``dropped`` indexed by label, with each site's
+        known ``positives`` and ``negatives`` (``internal positives``, ...) and the ``reason``.
+    """
+    kept, dropped = [], {}
+    for j, label in enumerate(labels):
+        counts = {f"{s} {c}": int((site.y[:, j] == v).sum()) for s, site in zip(SITES, (internal, external))
+                  for c, v in (("positives", 1), ("negatives", 0))}
+        single = [s for s in SITES if not (counts[f"{s} positives"] and counts[f"{s} negatives"])]
+        if single:
+            dropped[label] = {**counts, "reason": f"a single class among the known entries at {' and '.join(single)}"}
+        else:
+            kept.append(label)
+    columns = [*(f"{s} {c}" for s in SITES for c in ("positives", "negatives")), "reason"]
+    return kept, pd.DataFrame.from_dict(dropped, orient="index", columns=columns).rename_axis("label")
 
 
 def auc_ci(site: Site, scores: np.ndarray, labels: Sequence[str], n_boot: int, seed: int) -> dict[str, float]:
@@ -126,32 +154,57 @@ def per_label_table(internal: Site, external: Site, labels: Sequence[str], n_boo
 def gain_table(internal: Site, external: Site, labels: Sequence[str], n_boot: int = 1000,
                seed: int = 0) -> pd.DataFrame:
     """Every variant's gain over the baseline (the first variant) in macro AUC at each site, with
-    its paired patient-bootstrap 95% CI (:func:`cxrkit.evaluation.bootstrap.paired_bootstrap_diff`),
-    and the change of the gain from the internal to the external site.
+    its paired patient-bootstrap 95% CI (:func:`cxrkit.evaluation.bootstrap.paired_bootstrap_diff`;
+    internal resampled with ``seed``, external with ``seed + 1``), and the change of the gain from
+    the internal to the external site.
 
-    The two sites' patients are independent samples, so the change's CI is the normal interval
-    ``change +- 1.96 sqrt(se_int^2 + se_ext^2)`` with each site's se read from its percentile
-    interval (``(high - low) / (2 * 1.96)``).
+    The two sites' patients are independent samples, so external replicate ``i`` minus internal
+    replicate ``i`` is a draw of the change from the product of the two bootstrap distributions;
+    the change's CI is the percentile interval of those differences. A site whose bootstrap cannot
+    keep every label scorable (a label too rare for its patients) gets NaN CIs and p, its gain on
+    the data, and the reason in ``note``.
 
     Returns:
         One row per non-baseline variant: ``internal gain``, ``internal low``, ``internal high``,
-        ``internal p``, the same for ``external``, ``change``, ``change low``, ``change high`` and
-        ``gain kept`` (external gain / internal gain).
+        ``internal p``, the same for ``external``, ``change``, ``change low``, ``change high``,
+        ``gain kept`` (external gain / internal gain; NaN unless the internal gain's CI excludes
+        0, where the ratio would divide by noise) and ``note`` ("" or why a CI is missing).
     """
     base = next(iter(internal.scores))
-    rows = {}
+    rows, notes = {}, {}
     for v in list(internal.scores)[1:]:
         row: dict[str, float] = {}
-        for s, site in zip(SITES, (internal, external)):
-            d = paired_bootstrap_diff(site.y, site.scores[base], site.scores[v], n_boot=n_boot, seed=seed,
-                                      groups=site.groups, labels=list(labels))
-            row |= {f"{s} gain": d["diff"], f"{s} low": d["low"], f"{s} high": d["high"], f"{s} p": d["p_value"]}
+        reps, why = [], []
+        for k, (s, site) in enumerate(zip(SITES, (internal, external))):
+            gain, r, error = _site_gain(site, base, v, labels, n_boot, seed + k)
+            row |= {f"{s} {c}": x for c, x in gain.items()}
+            reps.append(r)
+            why += [f"{s}: no CI ({error})"] if error else []
         change = row["external gain"] - row["internal gain"]
-        se = np.hypot(*[(row[f"{s} high"] - row[f"{s} low"]) / (2 * Z95) for s in SITES])
-        row |= {"change": change, "change low": change - Z95 * se, "change high": change + Z95 * se,
-                "gain kept": row["external gain"] / row["internal gain"] if row["internal gain"] else np.nan}
-        rows[f"{v} - {base}"] = row
-    return pd.DataFrame(rows, index=_gain_columns(), dtype=float).T
+        low = high = np.nan
+        if reps[0] is not None and reps[1] is not None:
+            low, high = np.nanquantile(reps[1] - reps[0], [0.025, 0.975])
+        clear = row["internal low"] > 0 or row["internal high"] < 0  # NaN compares False: no ratio
+        row |= {"change": change, "change low": low, "change high": high,
+                "gain kept": row["external gain"] / row["internal gain"] if clear else np.nan}
+        rows[f"{v} - {base}"], notes[f"{v} - {base}"] = row, "; ".join(why)
+    table = pd.DataFrame(rows, index=_gain_columns(), dtype=float).T
+    table["note"] = pd.Series(notes, dtype=object)
+    return table
+
+
+def _site_gain(site: Site, base: str, variant: str, labels: Sequence[str], n_boot: int,
+               seed: int) -> tuple[dict[str, float], np.ndarray | None, str]:
+    """``variant``'s macro AUC gain over ``base`` at ``site`` (``gain``, ``low``, ``high``, ``p``), its
+    bootstrap replicates and ""; or, when the bootstrap refuses (a label too rare), the gain on
+    the data with NaN CI and p, None and the error's message."""
+    try:
+        d = paired_bootstrap_diff(site.y, site.scores[base], site.scores[variant], n_boot=n_boot, seed=seed,
+                                  groups=site.groups, labels=list(labels), return_replicates=True)
+    except LabelsTooRare as exc:
+        gain = macro_auc(site.y, site.scores[variant]) - macro_auc(site.y, site.scores[base])
+        return {"gain": gain, "low": np.nan, "high": np.nan, "p": np.nan}, None, str(exc)
+    return {"gain": d["diff"], "low": d["low"], "high": d["high"], "p": d["p_value"]}, d["replicates"], ""
 
 
 def _gain_columns() -> list[str]:

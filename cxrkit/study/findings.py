@@ -26,6 +26,7 @@ REFINER_WORDS = {
     "none": "no label coupling",
     "sparse": "the learned sparse label coupling",
     "sparse_prior": "the sparse coupling initialised from the co-occurrence prior",
+    "sparse_centred": "the learned sparse coupling of each label's departure from its training prevalence",
     "cooc_gcn": "the co-occurrence GCN",
 }
 
@@ -80,8 +81,9 @@ def missing(state: dict[str, Any], step: str, what: str, lacking: str = "table")
 
 
 def ci_coverage(cfg: StudyConfig) -> str:
-    """One line on what the CIs cover, from the study's parameters (bootstrap, training seeds)."""
-    seeds = cfg.train.get("seeds") or getattr(cfg, "seeds", None)
+    """One line on what the CIs cover, from the study's parameters (bootstrap, training seeds) and,
+    with several seeds, which of the comparisons' two CIs is which."""
+    seeds = cfg.seeds or cfg.train.get("seeds")
     sampling = (f"the sampling of the test images, by a patient bootstrap ({cfg.bootstrap} replicates: "
                 "patients drawn with replacement, each with all of its images)")
     if isinstance(seeds, list | tuple) and len(seeds) > 1:
@@ -91,6 +93,11 @@ def ci_coverage(cfg: StudyConfig) -> str:
         seed_text = (f"each variant is trained with {len(seeds)} training seeds ({', '.join(map(str, seeds))}); "
                      "the <code>CI covers</code> column of each table says whether its interval includes their "
                      f"variation{' (05: ' + esc('; '.join(said)) + ')' if said else ''}")
+        if T.seed_paired(cfg.report_dir, cfg) is not None:
+            seed_text += (f". In the comparisons, <b>seeds and test</b> is the CI over training seeds and test "
+                          f"patients resampled together (its estimate the mean over the seeds), the one the answers "
+                          f"use; <b>test only, seed {esc(str(seeds[0]))}</b> covers the test sampling of the first "
+                          f"seed's models only")
     else:
         seed = seeds[0] if isinstance(seeds, list | tuple) and seeds else cfg.train.get("seed", 0)
         seed_text = (f"not the training: each variant is trained once per fold with one training seed "
@@ -98,22 +105,39 @@ def ci_coverage(cfg: StudyConfig) -> str:
     return f"<p class='ci'><b>What the 95% CIs cover:</b> {sampling}; {seed_text}.</p>"
 
 
-def forest_plot(pairs: pd.DataFrame, path: Path) -> None:
-    """The paired differences (b - a) with their CIs and a zero line, saved as PNG at ``path``."""
+def forest_plot(pairs: pd.DataFrame, path: Path, seeds: pd.DataFrame | None = None) -> None:
+    """The paired differences (b - a) with their CIs and a zero line, saved as PNG at ``path``.
+
+    With ``seeds`` (:func:`~cxrkit.study.findings_tables.seed_paired`) two markers per comparison:
+    the CI over training seeds and test (filled) and, just below it, the first seed's test-only
+    CI (open)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 0.55 * len(pairs) + 1.5))
+    fig = Figure(figsize=(7.5, (0.8 if seeds is not None else 0.55) * len(pairs) + 1.5))
     ax = fig.subplots()
     y = np.arange(len(pairs))
-    d, lo, hi = (pairs[c].to_numpy(float) for c in ("diff", "low", "high"))
-    ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="o", capsize=4, color="#1f4e79")
+    if seeds is None:
+        d, lo, hi = (pairs[c].to_numpy(float) for c in ("diff", "low", "high"))
+        ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="o", capsize=4, color="#1f4e79")
+        xlabel = "difference in test macro AUC (95% patient-bootstrap CI)"
+    else:
+        s = seeds.reindex(pairs.index)
+        for cols, dy, style, name in ((("diff", "low", "high"), -0.12, {"fmt": "o", "color": "#1f4e79"},
+                                       f"seeds and test (mean over {int(s['seeds'].max())} seeds)"),
+                                      (("diff (test only)", "low (test only)", "high (test only)"), 0.12,
+                                       {"fmt": "o", "color": "#c55a11", "mfc": "white"},
+                                       f"test only, seed {seeds.attrs.get('seed', '')}")):
+            d, lo, hi = (s[c].to_numpy(float) for c in cols)
+            ax.errorbar(d, y + dy, xerr=[d - lo, hi - d], capsize=4, label=name, **style)
+        fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
+        xlabel = "difference in test macro AUC (95% CI)"
     ax.axvline(0, color="k", lw=0.8, ls="--")
     ax.set_yticks(y, [f"{b} - {a}" for a, b in pairs.index])
     ax.invert_yaxis()
     ax.grid(axis="x", alpha=0.3)
-    ax.set_xlabel("difference in test macro AUC (95% patient-bootstrap CI)")
+    ax.set_xlabel(xlabel)
     ax.set_title("Paired comparisons on the test ensemble")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.0 if seeds is None else 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
@@ -132,9 +156,44 @@ def _question(cfg: StudyConfig, a: str, b: str) -> str:
     return f"Does {variant_words(cfg, b)} beat {variant_words(cfg, a)}?"
 
 
+def _comparison_rows(cfg: StudyConfig, pairs: pd.DataFrame, seeds: pd.DataFrame | None) -> tuple[list, list]:
+    """The header and rows of the comparisons table; with ``seeds`` the answer is the CI over
+    training seeds and test, the first seed's test-only CI beside it."""
+    notta = "diff (no TTA)" in pairs.columns
+    s0 = seeds.attrs.get("seed", "") if seeds is not None else None
+    rows = []
+    for (a, b), r in pairs.iterrows():
+        row = [_question(cfg, a, b), f"{esc(b)} - {esc(a)}"]
+        if seeds is not None and (a, b) in seeds.index:
+            sr = seeds.loc[(a, b)]
+            row += [with_ci(sr["diff"], sr["low"], sr["high"], sign=True),
+                    with_ci(sr["diff (test only)"], sr["low (test only)"], sr["high (test only)"], sign=True),
+                    num(r.get("p_value"), 3), _answer(sr["low"], sr["high"])]
+        elif seeds is not None:
+            row += ["-", with_ci(r["diff"], r["low"], r["high"], sign=True), num(r.get("p_value"), 3),
+                    _answer(r["low"], r["high"]) + " (test only: no seeds-and-test CI)"]
+        else:
+            row += [with_ci(r["diff"], r["low"], r["high"], sign=True), num(r.get("p_value"), 3),
+                    _answer(r["low"], r["high"])]
+        if notta:
+            row.append(with_ci(r["diff (no TTA)"], r["low (no TTA)"], r["high (no TTA)"], sign=True))
+        rows.append(row)
+    if seeds is None:
+        header = ["question", "difference", "test macro AUC difference [95% CI]", "p", "answer"]
+    else:
+        n = int(seeds["seeds"].max())
+        header = ["question", "difference", f"seeds and test: mean difference over {n} seeds [95% CI]",
+                  f"test only, seed {esc(str(s0))}: difference [95% CI]", f"p (test only, seed {esc(str(s0))})",
+                  "answer (from the seeds-and-test CI)"]
+    header += ([f"without flip TTA{'' if seeds is None else f' (test only, seed {esc(str(s0))})'}"] if notta else [])
+    return header, rows
+
+
 def comparisons_html(cfg: StudyConfig, state: dict[str, Any]) -> str:
     """Each paired comparison of 05 on the test ensemble: question, difference with CI, answer;
-    the forest plot (written to :data:`FOREST`, removed when there is nothing to plot)."""
+    the forest plot (written to :data:`FOREST`, removed when there is nothing to plot). A study
+    with several training seeds shows the CI over seeds and test (which the answer uses) beside
+    the first seed's test-only one."""
     pairs = T.paired_differences(cfg.report_dir, cfg)
     plot = cfg.report_dir / FOREST
     if pairs is None:
@@ -142,21 +201,14 @@ def comparisons_html(cfg: StudyConfig, state: dict[str, Any]) -> str:
         if plot.parent.is_dir() and not any(plot.parent.iterdir()):
             plot.parent.rmdir()
         return missing(state, "05_ablation", "Paired comparisons")
-    forest_plot(pairs, plot)
-    notta = "diff (no TTA)" in pairs.columns
-    rows = []
-    for (a, b), r in pairs.iterrows():
-        row = [_question(cfg, a, b), f"{esc(b)} - {esc(a)}", with_ci(r["diff"], r["low"], r["high"], sign=True),
-               num(r.get("p_value"), 3), _answer(r["low"], r["high"])]
-        if notta:
-            row.append(with_ci(r["diff (no TTA)"], r["low (no TTA)"], r["high (no TTA)"], sign=True))
-        rows.append(row)
-    header = ["question", "difference", "test macro AUC difference [95% CI]", "p", "answer"]
-    header += ["without flip TTA"] if notta else []
+    seeds = T.seed_paired(cfg.report_dir, cfg)
+    forest_plot(pairs, plot, seeds)
+    header, rows = _comparison_rows(cfg, pairs, seeds)
+    more = f", {link('tables', T.SEED_PAIRED)}" if seeds is not None else ""
     return (f"{table(header, rows)}<p><a href='{FOREST.as_posix()}'><img class='forest' src='{FOREST.as_posix()}' "
             f"alt='forest plot of the paired differences'></a></p><p class='src'>Paired differences on the same test "
-            f"images (fold ensemble, flip TTA). Full table, also per validation fold: {link('tables', T.PAIRED)} "
-            f"({link('notebooks', '05_ablation.html')}).</p>")
+            f"images (fold ensemble, flip TTA). Full table, also per validation fold: {link('tables', T.PAIRED)}"
+            f"{more} ({link('notebooks', '05_ablation.html')}).</p>")
 
 
 def aucs_html(cfg: StudyConfig, state: dict[str, Any]) -> str:

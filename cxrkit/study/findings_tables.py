@@ -13,6 +13,7 @@ from cxrkit.study.config import StudyConfig
 
 PAIRED = "ablation_paired_differences.csv"  #: 05: paired bootstrap differences
 TEST_SUMMARY = "ablation_test_summary.csv"  #: 05: test macro AUC per variant, CI, oracle
+SEED_PAIRED = "seed_replicates_paired.csv"  #: 05 with several training seeds: CIs over seeds and test
 FINAL = "final_test_auc.csv"  #: 06: the final test table (fallback for the AUCs)
 CALIBRATION = "calibration_overview.csv"  #: 08: macro and pooled ECE per variant and recalibration
 OPERATING = "operating_points.csv"  #: 08: the main variant's thresholds and their test rates
@@ -51,6 +52,33 @@ def paired_differences(report_dir: Path, cfg: StudyConfig) -> pd.DataFrame | Non
             row |= {f"{c} (no TTA)": df.loc[f"{key} (no TTA)", c] for c in ("diff", "low", "high")}
         rows[(a, b)] = row
     return pd.DataFrame.from_dict(rows, orient="index") if rows else None
+
+
+def seed_paired(report_dir: Path, cfg: StudyConfig) -> pd.DataFrame | None:
+    """05's comparisons over the training seeds (:func:`cxrkit.study.seeds.seed_replicates`), in
+    :func:`comparisons` order; None for a study with one seed, or without 05's table.
+
+    Returns:
+        Index ``(a, b)`` (b - a); columns ``diff``, ``low``, ``high`` (the mean over seeds and the
+        CI over seeds and test), ``diff (test only)``, ``low (test only)``, ``high (test only)``
+        (the first seed's, test sampling only) and ``seeds``; ``attrs["seed"]``: the first seed.
+    """
+    if len(cfg.seed_list) < 2:
+        return None
+    df = read_table(report_dir, SEED_PAIRED, index_col=0)
+    s0 = cfg.seed_list[0]
+    cols = {"diff (mean over seeds)": "diff", "low (seeds and test)": "low", "high (seeds and test)": "high",
+            **{f"{c} seed {s0} (test only)": f"{c} (test only)" for c in ("diff", "low", "high")}}
+    if df is None or not set(cols) <= set(df.columns):
+        return None
+    rows = {(a, b): df.loc[f"{b} - {a}", list(cols)].rename(cols) for a, b in comparisons(cfg) if f"{b} - {a}" in df.index}
+    if not rows:
+        return None
+    out = pd.DataFrame.from_dict(rows, orient="index").astype(float)
+    out["seeds"] = [int(df.loc[f"{b} - {a}", "seeds"]) if "seeds" in df.columns else len(cfg.seed_list)
+                    for a, b in out.index]
+    out.attrs["seed"] = s0
+    return out
 
 
 def variant_aucs(report_dir: Path, cfg: StudyConfig) -> dict[str, Any] | None:

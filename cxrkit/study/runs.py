@@ -52,8 +52,36 @@ def fold_predictions(cfg: StudyConfig, variant: str, split: str = "test", tta: b
     without TTA, as ``pred_<split>.csv``: they are returned for both."""
     with_tta = cfg.train_config(0, variant).tta
     name = f"pred_{split}{'' if tta or not with_tta else '_notta'}.csv"
-    return {k: read_predictions(cfg.train_dir(k, variant, seed) / name)[0].set_index("image")
-            for k in range(cfg.n_folds)}
+    folds = {}
+    for k in range(cfg.n_folds):
+        path = cfg.train_dir(k, variant, seed) / name
+        folds[k] = read_predictions(path)[0].set_index("image")
+        folds[k].attrs["path"] = str(path)  # named by same_images
+    return folds
+
+
+def same_images(folds: dict[int, pd.DataFrame]) -> pd.Index:
+    """The images of the first of ``folds`` (:func:`fold_predictions`), after checking that every
+    fold predicted the same set of images (to average them image by image).
+
+    Raises:
+        StudyError: a fold's prediction file lacks images the first one has, or has others;
+            naming the file and the first such image ids.
+    """
+    (k0, first), *rest = folds.items()
+    images = first.index
+    have = set(images)
+    for k, f in rest:
+        other = set(f.index)
+        if other == have:
+            continue
+        missing = [im for im in images if im not in other][:5]
+        extra = [im for im in f.index if im not in have][:5]
+        raise StudyError(f"{f.attrs.get('path', f'fold {k}')}: the fold's predictions are not of the same images "
+                         f"as {first.attrs.get('path', f'fold {k0}')}: "
+                         + "; ".join(([f"missing {missing}"] if missing else []) + ([f"extra {extra}"] if extra else []))
+                         + " (the first ids)")
+    return images
 
 
 def fold_couplings(cfg: StudyConfig, variant: str, kind: str = "effective") -> dict[int, pd.DataFrame]:

@@ -8,11 +8,14 @@ scored against where the findings truly are (``09_saliency``).
   loader's radiologist boxes (``boxes()``: NIH ChestX-ray14, VinDr-CXR). Without boxes the maps
   are drawn and not scored.
 * The maps (:func:`variant_maps`): Grad-CAM of the label's refined logit on the last feature
-  stage of each fold's model (:mod:`cxrkit.models.saliency`), each scaled to [0, 1], averaged over
-  the folds (the fold ensemble's map), at the runs' input side.
+  stage of each fold's model (:mod:`cxrkit.models.saliency`), the un-normalised ReLU map
+  (:func:`~cxrkit.models.saliency.raw_grad_cam`, not pytorch-grad-cam's min-subtracted one) divided
+  by its maximum, averaged over the folds (the fold ensemble's map), at the runs' input side.
 * The scores (:func:`score_maps`): the pointing game with a tolerance in pixels of the map and
-  the energy share inside the region (:mod:`cxrkit.evaluation.saliency`), with the boxes scaled
-  from the stored image to the map; the centre baseline and the uniform map beside them.
+  the energy share inside the region (:mod:`cxrkit.evaluation.saliency`), both on that map (no
+  minimum subtracted: a coarse map positive everywhere keeps its floor), with the boxes scaled
+  from their reference grid (:func:`reference_sizes`: NIH's 1024 x 1024, VinDr's DICOM size, not a
+  downsampled copy's) to the map; the centre baseline and the uniform map beside them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrkit.data.boxes import scale_boxes
+from cxrkit.data.boxes import REF_COLUMNS, scale_boxes
 from cxrkit.data.datasets import create_dataset
 from cxrkit.data.splits import load_splits
 from cxrkit.data.tables import DataError
@@ -48,8 +51,9 @@ CENTRE, UNIFORM = "centre", "uniform"
 
 @dataclass
 class VariantMaps:
-    """One variant's maps: ``maps[i]`` explains item ``i`` (``(N, side, side)``, in [0, 1]) on
-    the input ``images[i]`` (uint8), from Grad-CAM on ``layer``."""
+    """One variant's maps: ``maps[i]`` explains item ``i`` (``(N, side, side)``, in [0, 1]: each
+    fold's un-normalised ReLU Grad-CAM over its maximum, averaged) on the input ``images[i]``
+    (uint8), from Grad-CAM on ``layer``."""
 
     side: int
     images: np.ndarray
@@ -59,8 +63,8 @@ class VariantMaps:
 
 @dataclass
 class Saliency:
-    """What :func:`run_saliency` computed: the ``items`` explained (image, label, path, width and
-    height of the stored image), the true regions (a box table in stored pixels; None without),
+    """What :func:`run_saliency` computed: the ``items`` explained (image, label, path), the true
+    regions (a box table on its reference grids; None without),
     where they come from (``source``), each variant's maps, and the ``scores`` (one row per
     variant or baseline and item: ``hit``, ``energy``, ``flat``; empty without regions)."""
 
@@ -130,7 +134,7 @@ def variant_maps(cfg: StudyConfig, variant: str, items: pd.DataFrame, device: st
 
     from cxrkit.data.images import load_image
     from cxrkit.data.pipeline import to_model_input
-    from cxrkit.models.saliency import check_cnn_layer, grad_cam, target_layer
+    from cxrkit.models.saliency import check_cnn_layer, peak_scaled, raw_grad_cam, target_layer
     from cxrkit.study.inference import variant_runs
     from cxrkit.training.trained import inference_device, load_runs
 
@@ -147,17 +151,51 @@ def variant_maps(cfg: StudyConfig, variant: str, items: pd.DataFrame, device: st
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             x = to_model_input(torch.from_numpy(images[chunk])[:, None], first.mean, first.std, dev)
-            maps[chunk] = np.mean([grad_cam(m.model, x, index[label], target_layer(m.model)[1]) for m in members],
-                                  axis=0)
+            maps[chunk] = np.mean([peak_scaled(raw_grad_cam(m.model, x, index[label], target_layer(m.model)[1]))
+                                   for m in members], axis=0)
     return VariantMaps(side, images, maps, layer_name)
 
 
-def stored_sizes(items: pd.DataFrame, cfg: StudyConfig) -> dict[str, tuple[int, int]]:
-    """(width, height) of each item's stored image, as decoded (upright) under the study's policy."""
+def reference_sizes(items: pd.DataFrame, boxes: pd.DataFrame, stored_grid: bool = False,
+                    policy: Any = None) -> dict[str, tuple[float, float]]:
+    """(width, height) of the grid each item's boxes are drawn on (:mod:`cxrkit.data.boxes`): the
+    box table's ``ref_width``/``ref_height`` where every row of the image has them (NIH: 1024 x
+    1024); else, with ``stored_grid`` (the phantom's regions), the stored image as decoded; else the
+    DICOM's Columns x Rows from its header when the stored file is a DICOM (VinDr).
+
+    Raises:
+        DataError: a box without a reference grid on a stored file that is not a DICOM (e.g.
+            Kaggle's VinDr PNGs), naming the file.
+    """
     from cxrkit.data.images import decode
+    from cxrkit.data.images.dicom import is_dicom
 
     paths = items.drop_duplicates("image").set_index("image")["path"]
-    return {img: decode(path, cfg.image_policy).image.size for img, path in paths.items()}
+    rows = boxes.loc[boxes["image"].isin(paths.index)]
+    ref = rows.reindex(columns=["image", *REF_COLUMNS]).groupby("image")[list(REF_COLUMNS)]
+    given = ref.first().where(ref.count().eq(ref.size(), axis=0))  # only when every row has one
+    sizes = {}
+    for image, path in paths.items():
+        if image in given.index and given.loc[image].notna().all():
+            sizes[image] = tuple(given.loc[image].astype(float))
+        elif stored_grid:
+            sizes[image] = decode(path, policy).image.size
+        elif is_dicom(path):
+            sizes[image] = dicom_grid(path)
+        else:
+            src = sorted(set(rows.loc[rows["image"] == image, "source"]))
+            raise DataError(f"{path}: boxes of {src} are drawn on the original image's pixel grid, but this stored "
+                            f"file is not the DICOM and the box file gives no ref_width, ref_height (the original "
+                            f"Columns, Rows): add those columns to the box file, or use the DICOM images")
+    return sizes
+
+
+def dicom_grid(path: str) -> tuple[int, int]:
+    """(Columns, Rows) of a DICOM file, from its header (the pixels not read)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return int(ds.Columns), int(ds.Rows)
 
 
 def score_maps(items: pd.DataFrame, boxes: pd.DataFrame, sizes: dict[str, tuple[int, int]],
@@ -167,7 +205,8 @@ def score_maps(items: pd.DataFrame, boxes: pd.DataFrame, sizes: dict[str, tuple[
 
     Args:
         items: image, label (as :func:`saliency_items`).
-        boxes: true regions in pixels of the stored images; sizes: each image's stored (width, height).
+        boxes: true regions; sizes: the (width, height) of the grid each image's boxes are drawn on
+            (:func:`reference_sizes`).
         maps: variant -> its maps of ``items``.
         tolerance: pointing-game tolerance in pixels of the map; None = ``round(side / 16)``.
 
@@ -208,7 +247,8 @@ def run_saliency(cfg: StudyConfig, n_images: int = N_IMAGES, variants: list[str]
     for variant in variants or cfg.variant_names:
         sal.maps[variant] = variant_maps(cfg, variant, items, device)
     if boxes is not None and len(items):
-        sal.scores, sal.tolerance = score_maps(items, boxes, stored_sizes(items, cfg), sal.maps, tolerance)
+        sizes = reference_sizes(items, boxes, is_phantom(cfg), cfg.image_policy)
+        sal.scores, sal.tolerance = score_maps(items, boxes, sizes, sal.maps, tolerance)
     return sal
 
 

@@ -12,7 +12,8 @@ from matplotlib.patches import Rectangle
 from cxrkit.data.boxes import scale_boxes
 from cxrkit.evaluation.saliency import is_flat, map_peak
 from cxrkit.study import plots as _plots  # noqa: F401  (the study's matplotlib backend and theme)
-from cxrkit.study.saliency import Saliency, stored_sizes
+from cxrkit.study.data import is_phantom
+from cxrkit.study.saliency import Saliency, reference_sizes
 
 
 def _example_rows(sal: Saliency, n_examples: int) -> list[int]:
@@ -46,7 +47,8 @@ def saliency_examples(sal: Saliency, cfg, n_examples: int = 6, alpha: float = 0.
     for ax in axes.ravel():
         ax.axis("off")
     items = sal.items.reset_index(drop=True)
-    sizes = stored_sizes(items.loc[rows], cfg) if sal.boxes is not None and rows else {}
+    sizes = (reference_sizes(items.loc[rows], sal.boxes, is_phantom(cfg), cfg.image_policy)
+             if sal.boxes is not None and rows else {})
     for r, i in enumerate(rows):
         image, label = items.loc[i, "image"], items.loc[i, "label"]
         for c, variant in enumerate(variants):

@@ -9,8 +9,9 @@ once, each image predicted by the one model that did not train on it. It is then
 to the test split's fold ensemble (the mean of the folds' probabilities, flip TTA), which is what
 the study reports and ``cxrkit infer`` predicts. Those are single models while the ensemble is an
 average, which is less extreme; the test numbers measure what that costs, they do not assume it
-away. The same maps and thresholds apply to any other prediction file (an external site:
-:func:`cxrkit.evaluation.operating_points.score_operating_points`).
+away. The same maps and thresholds apply to any other prediction file: the operating points are
+also scored at the study's external site when ``07_external`` has cached its predictions there
+(:func:`cxrkit.evaluation.operating_points.score_operating_points`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from cxrkit.evaluation.calibration import (
     calibration_table,
     fit_calibrators,
 )
+from cxrkit.evaluation.evaluate import aligned
 from cxrkit.evaluation.operating_points import (
     YOUDEN,
     choose_thresholds,
@@ -36,16 +38,21 @@ from cxrkit.evaluation.operating_points import (
 )
 from cxrkit.study.config import StudyConfig
 from cxrkit.study.data import is_phantom, patient_ids, true_labels
-from cxrkit.study.runs import fold_predictions, main_variant
+from cxrkit.study.external_cache import cached_external_predictions
+from cxrkit.study.runs import fold_predictions, main_variant, same_images
 
 ORACLE = "oracle (exact posterior)"  #: the name of the phantom's oracle among the variants
 
 
 def ensemble_predictions(cfg: StudyConfig, variant: str, split: str = "test") -> pd.DataFrame:
     """The fold ensemble of a variant on ``split`` (the mean of its folds' probabilities, flip TTA),
-    indexed by image in the first fold's order."""
+    indexed by image in the first fold's order.
+
+    Raises:
+        StudyError: the folds did not predict the same images (:func:`cxrkit.study.runs.same_images`).
+    """
     folds = fold_predictions(cfg, variant, split)
-    images = folds[0].index
+    images = same_images(folds)
     return sum(f.loc[images] for f in folds.values()) / len(folds)
 
 
@@ -96,12 +103,12 @@ def calibration(cfg: StudyConfig) -> dict[str, Any]:
     """
     test = ensemble_predictions(cfg, cfg.variant_names[0])
     images, labels = test.index, list(test.columns)
-    y = true_labels(cfg, images)
+    y = true_labels(cfg, images, labels)
     scores: dict[tuple[str, str], np.ndarray] = {}
     maps = {}
     for v in cfg.variant_names:
         oof = oof_predictions(cfg, v)
-        maps[v] = fit_calibrators(true_labels(cfg, oof.index), oof[labels].to_numpy(), labels)
+        maps[v] = fit_calibrators(true_labels(cfg, oof.index, labels), oof[labels].to_numpy(), labels)
         ens = ensemble_predictions(cfg, v).loc[images, labels].to_numpy()
         for method in METHODS:
             scores[(v, method)] = apply_calibration(maps[v], ens, labels, method)
@@ -134,24 +141,52 @@ def operating_points(cfg: StudyConfig, variant: str | None = None) -> pd.DataFra
     """The operating-point table of a variant, to ship with the model: per label, the Youden and the
     target-sensitivity (``cfg.target_sensitivity``) thresholds chosen on its out-of-fold validation
     predictions, their counts and rates there (``val ...``: the data they were chosen on, so
-    optimistic, no interval), and on the test ensemble (``test ...``, with patient-bootstrap 95%
-    intervals; :func:`cxrkit.evaluation.operating_points.threshold_performance`).
+    optimistic, no interval), on the test ensemble (``test ...``, with patient-bootstrap 95%
+    intervals; :func:`cxrkit.evaluation.operating_points.threshold_performance`) and, when the
+    study has an ``external:`` site whose predictions ``07_external`` cached, the same thresholds
+    at that site (``external ...``, patient-bootstrap intervals; NaN for a label it does not
+    annotate).
 
     Returns:
-        Columns ``variant``, ``label``, ``method``, ``threshold``, then ``val <column>`` and ``test
-        <column>`` for positives, negatives, TP, FP, TN, FN, sensitivity, specificity, PPV, NPV (and
-        the test rates' ``low``/``high``).
+        Columns ``variant``, ``label``, ``method``, ``threshold``, then ``val <column>``, ``test
+        <column>`` (and ``external <column>``) for positives, negatives, TP, FP, TN, FN,
+        sensitivity, specificity, PPV, NPV (and the test and external rates' ``low``/``high``);
+        ``attrs["external"]``: a sentence saying whether and where the external site was scored.
     """
     variant = variant or main_variant(cfg)
     oof = oof_predictions(cfg, variant)
     labels = list(oof.columns)
-    y_val = true_labels(cfg, oof.index)
+    y_val = true_labels(cfg, oof.index, labels)
     table = choose_thresholds(y_val, oof.to_numpy(), labels, cfg.target_sensitivity)
     table.insert(0, "variant", variant)
     table = score_operating_points(table, "val", y_val, oof.to_numpy(), labels, n_boot=None)
     test = ensemble_predictions(cfg, variant)
-    return score_operating_points(table, "test", true_labels(cfg, test.index), test[labels].to_numpy(), labels,
-                                  groups=patient_ids(cfg, test.index), n_boot=cfg.bootstrap, seed=_seed(cfg))
+    table = score_operating_points(table, "test", true_labels(cfg, test.index, labels), test[labels].to_numpy(),
+                                   labels, groups=patient_ids(cfg, test.index), n_boot=cfg.bootstrap, seed=_seed(cfg))
+    return _external_operating_points(cfg, table, variant)
+
+
+def _external_operating_points(cfg: StudyConfig, table: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """``table`` with its thresholds scored on ``variant``'s cached external predictions as
+    ``external ...`` columns (patient-bootstrap CIs), when there are any; ``attrs["external"]`` says
+    which."""
+    if cfg.external_spec is None:
+        table.attrs["external"] = "no external site (the study has no 'external:' block)"
+        return table
+    site = cfg.external_spec["name"]
+    found = cached_external_predictions(cfg, variant)
+    if found is None:
+        table.attrs["external"] = (f"external site {site!r}: no current predictions of {variant!r} cached "
+                                   f"(run 07_external first); its operating points are not scored")
+        return table
+    preds, ds, alignment = found
+    shared = list(alignment.shared)
+    y, scores, groups = aligned(ds.table, shared, preds.reset_index(), f"external predictions of {variant!r}")
+    table = score_operating_points(table, "external", y, scores, shared, groups=groups, n_boot=cfg.bootstrap,
+                                   seed=_seed(cfg))
+    table.attrs["external"] = (f"external site {site!r}: {len(y)} images, {len(set(groups))} patients; "
+                               f"thresholds scored on the {len(shared)} label(s) it annotates")
+    return table
 
 
 def operating_point_headline(cfg: StudyConfig, table: pd.DataFrame) -> dict[str, str]:

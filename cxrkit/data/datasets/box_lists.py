@@ -5,14 +5,19 @@ for the loaders' ``boxes()`` (:meth:`cxrkit.data.datasets.nih.NIHChestXray14.box
 
 * NIH ChestX-ray14: ``BBox_List_2017.csv``, 984 boxes on 880 images for 8 findings, drawn by a
   board-certified radiologist (Wang et al., CVPR 2017, Sec. 3.3), ``Bbox [x, y, w, h]`` in pixels
-  of the released 1024 x 1024 PNGs: ``x0, y0 = x, y`` and ``x1, y1 = x + w, y + h``. The list
+  of the released 1024 x 1024 PNGs: ``x0, y0 = x, y`` and ``x1, y1 = x + w, y + h``, reference
+  grid 1024 x 1024 (``ref_width, ref_height``; a list with those columns says otherwise), also
+  for a downsampled copy of the images (224 or 512 px sets). The list
   spells two findings its own way: ``Infiltrate`` (``Infiltration`` in the label table) and
   ``Effusion`` (the vocabulary's ``Pleural Effusion``, as the loader maps it).
 * VinDr-CXR: one row per box and reader (``image_id, rad_id, class_name, x_min, y_min, x_max,
   y_max`` in pixels of the DICOM image; the Kaggle VinBigData ``train.csv``, torchxrayvision's
   ``vinbigdata-train.csv``, the official ``annotations_train.csv`` / ``annotations_test.csv``;
   Nguyen et al., Scientific Data 2022). Every reader's box is kept as its own row (``source``
-  ``vindr R8``; the test set's consensus rows ``vindr consensus``): the true region of a finding is
+  ``vindr R8``; the test set's consensus rows ``vindr consensus``). Their reference grid is the
+  DICOM's (``ref_width, ref_height`` NaN: read from its header when the stored file is the DICOM);
+  for a non-DICOM copy (Kaggle's PNGs) the box file must give it in columns ``ref_width,
+  ref_height`` (the original Columns, Rows), else scaling refuses. The true region of a finding is
   the union of the boxes its readers drew (a saliency map pointing at what any reader marked is
   on the finding), not a fusion of them. Class names map to labels as the loader's
   :data:`~cxrkit.data.datasets.vindr.VINDR_FINDINGS` (``Nodule/Mass`` is Lung Lesion); classes
@@ -29,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrkit.data.boxes import BOX_COLUMNS, box_table, empty_boxes
+from cxrkit.data.boxes import BOX_COLUMNS, REF_COLUMNS, box_table, empty_boxes
 from cxrkit.data.tables import DataError, read_raw_csv
 
 #: NIH's box list: its finding names -> the vocabulary's.
@@ -40,6 +45,13 @@ NIH_BOX_NAMES: dict[str, str] = {
 }
 #: Box columns of a VinDr-CXR annotation file.
 VINDR_BOX_COLUMNS: tuple[str, ...] = ("image_id", "class_name", "x_min", "y_min", "x_max", "y_max")
+#: The grid of NIH's boxes, (width, height): the released originals.
+NIH_GRID: tuple[int, int] = (1024, 1024)
+
+
+def _grid(raw: pd.DataFrame, default: tuple[float, float]) -> dict[str, object]:
+    """The reference grid columns of a box file's rows: its ``ref_width``/``ref_height``, else ``default``."""
+    return {c: pd.to_numeric(raw[c], errors="coerce") if c in raw.columns else d for c, d in zip(REF_COLUMNS, default)}
 
 
 def _keep(boxes: pd.DataFrame, images: Collection[str], labels: Collection[str]) -> pd.DataFrame:
@@ -63,7 +75,7 @@ def nih_boxes(path: Path, images: Collection[str], labels: Collection[str]) -> p
         raise DataError(f"{path}: unknown finding name(s) {unknown}; known: {sorted(NIH_BOX_NAMES)}")
     x, y, w, h = (pd.to_numeric(raw.iloc[:, k], errors="coerce") for k in range(2, 6))
     table = pd.DataFrame({"image": raw.iloc[:, 0].str.strip(), "label": name.map(NIH_BOX_NAMES),
-                          "x0": x, "y0": y, "x1": x + w, "y1": y + h, "source": "nih"})
+                          "x0": x, "y0": y, "x1": x + w, "y1": y + h, "source": "nih", **_grid(raw, NIH_GRID)})
     return _keep(box_table(table, where=str(path)), images, labels)
 
 
@@ -92,8 +104,9 @@ def vindr_boxes(files: Sequence[Path], names: Mapping[str, str], images: Collect
         table = pd.DataFrame({"image": raw["image_id"].str.strip(), "label": label,
                               **{k: pd.to_numeric(raw[c], errors="coerce") for k, c in
                                  zip(("x0", "y0", "x1", "y1"), VINDR_BOX_COLUMNS[2:])},
-                              "source": "vindr " + reader.replace("", "consensus")})
+                              "source": "vindr " + reader.replace("", "consensus"),
+                              **_grid(raw, (float("nan"), float("nan")))})
         parts.append(box_table(table, where=str(file)))
     if not parts:
         return empty_boxes()
-    return _keep(pd.concat(parts, ignore_index=True)[list(BOX_COLUMNS)], images, labels)
+    return _keep(pd.concat(parts, ignore_index=True)[[*BOX_COLUMNS, *REF_COLUMNS]], images, labels)
