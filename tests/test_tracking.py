@@ -196,6 +196,7 @@ def test_a_study_logs_its_report_to_a_study_run(tmp_path, fake_notebooks):
     tcfg = cfg.train_config(1, "sparse")
     assert tcfg.tracking["mlflow"] == {"uri": str(store), "experiment": "smoke",
                                        "tags": {"cxrkit.study": "smoke", "cxrkit.variant": "sparse"}}
+    fake_notebooks.extra = {"test_macro_auc_none (3-fold ensemble, flip TTA)": 0.75}  # as 06 names it
     run_study(params, progress=False)
     client = MlflowClient(tracking_uri=store.as_uri())
     experiment = client.get_experiment_by_name("smoke").experiment_id
@@ -207,7 +208,39 @@ def test_a_study_logs_its_report_to_a_study_run(tmp_path, fake_notebooks):
     tables = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, "tables")}
     assert tables == {p.name for p in (cfg.report_dir / "tables").iterdir()} and "table_05_ablation_v1.csv" in tables
     assert run.data.metrics["05_ablation/version"] == 1
+    assert run.data.metrics["06_fold_agreement/test_macro_auc_none _3-fold ensemble_ flip TTA_"] == 0.75
     run_study(params, progress=False, force=True)  # a re-run continues the same run
     (again,) = client.search_runs([experiment])
     assert again.info.run_id == run.info.run_id
     assert [m.step for m in client.get_metric_history(run.info.run_id, "05_ablation/version")] == [0, 1]
+
+
+def test_a_study_creates_its_experiment_before_its_training_jobs(tmp_path, fake_notebooks):
+    """Parallel training jobs that each create the study's experiment race, and MLflow's folder
+    store then holds two experiments of one name (seen in a local-submitit smoke study: runs split
+    between them). The study creates it before the first training notebook starts."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+    from study_helpers import fake_study
+
+    from cxrkit.study import run_study
+
+    store = tmp_path / "mlruns"
+    train = {**yaml.safe_load((project_root() / "params" / "smoke.yaml").read_text())["train"],
+             "tracking": {"mlflow": {"uri": str(store), "experiment": "race"}}}
+    params = fake_study(tmp_path, variants=["none"], train=train)
+    seen = []
+    execute = fake_notebooks.execute
+
+    def spy(input_path, output_path, parameters, **kwargs):
+        if Path(input_path).stem == "03_train":
+            seen.append(MlflowClient(tracking_uri=store.as_uri()).get_experiment_by_name("race") is not None)
+        return execute(input_path, output_path, parameters, **kwargs)
+
+    import papermill
+
+    papermill.execute_notebook = spy  # fake_notebooks patched it with monkeypatch, which restores it
+    run_study(params, progress=False, jobs=2)
+    assert seen == [True, True]
+    names = [e.name for e in MlflowClient(tracking_uri=store.as_uri()).search_experiments()]
+    assert names.count("race") == 1

@@ -28,7 +28,7 @@ from cxrkit.study.outputs import HEADLINES, MANIFEST, forget_step, read_json
 from cxrkit.study.report import write_index
 from cxrkit.study.steps import NotebookFailed, Step, plan
 from cxrkit.study.terminal import StudyProgress, quiet_kernel_loggers, quiet_kernel_manager
-from cxrkit.study.tracking import track_study
+from cxrkit.study.tracking import create_study_experiment, track_study
 from cxrkit.utils.files import write_json
 from cxrkit.utils.params import ConfigError, load_yaml, to_dict
 from cxrkit.utils.paths import project_root, resolve
@@ -153,6 +153,7 @@ def run_study(params_file: str | Path, *, force: bool = False, only: Sequence[st
     todo = _steps_to_run(steps, state, out, key_text(params_path), data_fp, force=force, only=only,
                          progress=progress, step_data=step_data)
     quiet_kernel_loggers()  # the kernels' routine warnings stay out of the terminal, errors do not
+    create_study_experiment(cfg)  # with train.tracking.mlflow: before parallel training runs race to create it
     tracker = StudyProgress([st.notebook for st, _ in todo], jobs or len(todo) or 1)
     if progress:
         print(f"{cfg.name}: {len(todo)} of {len(steps)} steps to run", flush=True)

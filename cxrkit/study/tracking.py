@@ -8,12 +8,14 @@ folder's ``tracking.json`` records that run, so a re-run study continues it."""
 from __future__ import annotations
 
 import math
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 from cxrkit.study.config import StudyConfig
 from cxrkit.study.outputs import HEADLINES, read_json
-from cxrkit.training.trackers import MlflowTracker
+from cxrkit.training.trackers import MlflowTracker, get_or_create_experiment, mlflow_uri
 from cxrkit.training.tracking import STATE_FILE, TrackingConfig
 from cxrkit.utils.files import write_json
 from cxrkit.utils.params import to_dict
@@ -22,10 +24,34 @@ from cxrkit.utils.params import to_dict
 RECORDS = ("steps.json", HEADLINES, "params.yaml", "provenance.json")
 
 
+def metric_name(name: str) -> str:
+    """``name`` as MLflow accepts it: every character other than letters, digits, ``_ - . : /`` and
+    space replaced by ``_`` (a headline such as ``test_macro_auc_none (3-fold ensemble, flip TTA)``
+    becomes ``test_macro_auc_none _3-fold ensemble_ flip TTA_``)."""
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
+
+
 def headline_metrics(headlines: dict[str, Any]) -> dict[str, float]:
-    """The steps' numeric headline metrics as ``<step>/<name>``."""
-    return {f"{step}/{k}": float(v) for step, heads in headlines.items() for k, v in (heads or {}).items()
+    """The steps' numeric headline metrics as ``<step>/<name>`` (names made valid for MLflow by
+    :func:`metric_name`)."""
+    return {metric_name(f"{step}/{k}"): float(v) for step, heads in headlines.items() for k, v in (heads or {}).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def create_study_experiment(cfg: StudyConfig) -> str | None:
+    """Create the study's MLflow experiment (``train.tracking.mlflow.experiment``, default the
+    study's name) before its training runs start, so that parallel jobs all find it instead of
+    racing to create it (MLflow's folder store would then hold two experiments of that name).
+    Returns its id (None without MLflow)."""
+    spec = TrackingConfig.parse(cfg.train.get("tracking"), where="train.tracking").mlflow
+    if spec is None:
+        return None
+    from mlflow.tracking import MlflowClient
+
+    uri = mlflow_uri(spec.get("uri"))
+    if uri.startswith("file:"):  # as MlflowTracker: the folder store is behind MLflow 3's opt-in
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return get_or_create_experiment(MlflowClient(tracking_uri=uri), spec.get("experiment", cfg.name))
 
 
 def track_study(cfg: StudyConfig, report_dir: Path, state: dict[str, Any]) -> str | None:

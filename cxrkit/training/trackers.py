@@ -114,16 +114,8 @@ class MlflowTracker:
             return False
 
     def _experiment(self, name: str) -> str:
-        """The id of experiment ``name``, created when missing (parallel runs may race to create it)."""
-        from mlflow.exceptions import MlflowException
-
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        try:
-            return self.client.create_experiment(name)
-        except MlflowException:
-            return self.client.get_experiment_by_name(name).experiment_id
+        """The id of experiment ``name``, created when missing (:func:`get_or_create_experiment`)."""
+        return get_or_create_experiment(self.client, name)
 
     def _log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -220,3 +212,23 @@ class TensorBoardTracker:
     def state(self) -> dict[str, Any]:
         """The log folder and what it has received."""
         return {"dir": self.dir, "epochs": self.epochs, "finished": self.finished}
+
+
+def get_or_create_experiment(client: Any, name: str) -> str:
+    """The id of the MLflow experiment ``name``, created when missing.
+
+    Runs that start at the same time may race to create it: a server refuses the second creation
+    (then its id is read back), but the folder store creates two experiments of the same name. A
+    study therefore creates its experiment before its training jobs start
+    (:func:`cxrkit.study.tracking.create_study_experiment`); training runs started by hand in
+    parallel on a new experiment should create it first the same way (``mlflow experiments create``).
+    """
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        return client.get_experiment_by_name(name).experiment_id
