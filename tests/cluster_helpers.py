@@ -26,7 +26,7 @@ class JobNotebooks(FakeNotebooks):
         self.fail: str | None = None
         self.crash: str | None = None
         self.block: str | None = None
-        self.block_s = 120.0
+        self.block_s = 1800.0  # a hang guard: the test cancels the job as soon as it has started
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -22,6 +22,10 @@ from cxrkit.study.jobs import make_executor
 from cxrkit.utils.params import ConfigError
 
 TESTS = Path(__file__).resolve().parent
+#: a hang guard, not a timing: the tests wait on events (a job's log line, a process ending); this
+#: bound only turns a hang into a failure, far above what the slowest machine takes
+HANG_GUARD = 1800
+
 CLUSTER = {"time_min": 10, "cpus_per_job": 1, "gpus_per_job": 0}
 
 
@@ -128,7 +132,7 @@ def test_an_interrupted_study_cancels_its_jobs(tmp_path, fake_notebooks, job_not
     def interrupted_wait(futures, *args, **kwargs):  # Ctrl-C once the blocking job has started
         t0 = time.monotonic()
         while not any(e["step"] == job_notebooks.block for e in job_notebooks.events_logged()):
-            assert time.monotonic() - t0 < 120, "the job never started"
+            assert time.monotonic() - t0 < HANG_GUARD, "the job never started"
             real_wait(futures, timeout=0.05)
         raise KeyboardInterrupt
 
@@ -138,8 +142,8 @@ def test_an_interrupted_study_cancels_its_jobs(tmp_path, fake_notebooks, job_not
     assert _state(params)["03_train_fold1_refinernone"]["status"] == "interrupted"
     pid = next(e["pid"] for e in job_notebooks.events_logged() if e["step"] == job_notebooks.block)
     t0 = time.monotonic()
-    while _alive(pid):  # the cancelled job's process ends (a bound, not a timing)
-        assert time.monotonic() - t0 < 60, "the cancelled job is still running"
+    while _alive(pid):  # the cancelled job's process ends
+        assert time.monotonic() - t0 < HANG_GUARD, "the cancelled job is still running"
         time.sleep(0.05)
     assert "03_train_fold1_refinernone" not in job_notebooks.ran_in_jobs()
 

@@ -87,7 +87,7 @@ def test_gain_table_and_its_change():
     row = g.loc["sparse - none"]
     assert row["internal gain"] == pytest.approx(0.125) and row["external gain"] == pytest.approx(1 / 6)
     assert row["change"] == pytest.approx(1 / 24) and row["gain kept"] == pytest.approx((1 / 6) / 0.125)
-    assert row["note"] == ""
+    assert row["note"] == "" and "one training seed" in row["CI covers"]
     # the change's CI: the percentile interval of external replicate i - internal replicate i, the
     # sites resampled with different seeds (internal: seed, external: seed + 1)
     reps = [paired_bootstrap_diff(site.y, site.scores["none"], site.scores["sparse"], n_boot=200, seed=seed,

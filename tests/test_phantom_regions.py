@@ -97,3 +97,15 @@ def test_a_phantom_without_regions_says_how_to_get_them(tmp_path: Path) -> None:
     (tmp_path / "train.csv").write_text("Image_name\n")
     with pytest.raises(DataError, match=r"no regions\.csv.*regenerate it with `cxrkit synth`"):
         read_regions(tmp_path)
+
+
+def test_regions_keep_image_names_as_text_and_refuse_a_repeated_finding(tmp_path: Path) -> None:
+    header = ",".join(REGION_COLUMNS)
+    row = {"Image_name": "000700", "finding": "Edema", "x0": 1, "y0": 2, "x1": 30, "y1": 40, "pixels": 50, "peak": 0.5}
+    line = ",".join(str(row[c]) for c in REGION_COLUMNS)
+    na_line = line.replace("000700", "NA")
+    (tmp_path / REGIONS).write_text(f"{header}\n{line}\n{na_line}\n")
+    assert read_regions(tmp_path)["image"].tolist() == ["000700", "NA"]
+    (tmp_path / REGIONS).write_text(f"{header}\n{line}\n{na_line}\n{line}\n")
+    with pytest.raises(DataError, match=r"regions\.csv.*'000700 / Edema' on lines 2 and 4"):
+        read_regions(tmp_path)

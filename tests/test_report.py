@@ -193,7 +193,7 @@ def test_chromium_shows_the_findings_first(tmp_path):
     cfg = _report(smoke_copy(tmp_path), oracle=0.92)
     page = write_index(cfg)
     res = subprocess.run([exe, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=1800)  # a hang guard only
     assert res.returncode == 0, res.stderr[-2000:]
     body = res.stdout[res.stdout.index("<body"):]
     first = re.search(r"<(section|h2|table)\b[^>]*>", body)
@@ -241,3 +241,24 @@ def test_refiner_words_cover_every_refiner():
 
     assert set(REFINERS) <= set(findings_module.REFINER_WORDS)
     assert "prevalence" in findings_module.REFINER_WORDS["sparse_centred"]
+
+
+def test_report_tables_keep_identifiers_as_text_and_refuse_repeated_keys(tmp_path):
+    from cxrkit.data.tables import DataError
+    from cxrkit.study import findings_tables as T
+
+    (tmp_path / "tables").mkdir()
+    rows = {"NA": [0.71, 0.69, 0.73, 0.70, 0.68, 0.72, -0.01], "007": [0.72, 0.70, 0.74, 0.71, 0.69, 0.73, -0.01]}
+    cols = [f"{s}{c}" for s in ("internal", "external") for c in ("", " low", " high")] + ["change"]
+    pd.DataFrame.from_dict(rows, orient="index", columns=cols).to_csv(tmp_path / "tables" / T.EXTERNAL_MACRO)
+    assert T.external_macro(tmp_path).index.tolist() == ["NA", "007"]
+    calib = _calibration(["NA", "007"])
+    calib.to_csv(tmp_path / "tables" / T.CALIBRATION, index=False)
+    assert T.calibration_summary(tmp_path).index.tolist() == ["NA", "007"]
+    pd.concat([calib, calib.iloc[[4]]]).to_csv(tmp_path / "tables" / T.CALIBRATION, index=False)
+    with pytest.raises(DataError, match=r"calibration_overview\.csv.*'007 / temperature' on lines 6 and 8"):
+        T.calibration_summary(tmp_path)
+    paired = _paired(["none", "sparse"])
+    pd.concat([paired, paired.iloc[[1]]]).to_csv(tmp_path / "tables" / T.PAIRED)
+    with pytest.raises(DataError, match=r"ablation_paired_differences\.csv.*'sparse - none, test ensemble'"):
+        T.read_table(tmp_path, T.PAIRED, index_col=0)

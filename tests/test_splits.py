@@ -323,12 +323,14 @@ def test_load_detects_leakage(tmp_path, splits: pd.DataFrame) -> None:
 # --- patient-grouped folds balanced in images: heavy-tailed patients and the phantom ------------
 @pytest.fixture(scope="module")
 def heavy() -> pd.DataFrame:
-    return make_heavy_table()
+    """Like the issue's heavy-tailed table: 950 patients, mean 4.1 images, up to 30."""
+    return make_heavy_table(950, seed=1)
 
 
 @pytest.fixture(scope="module")
 def phantom() -> pd.DataFrame:
-    return make_phantom_table()
+    """The default study's phantom (params/default.yaml: 1,700 patients, seed 0)."""
+    return make_phantom_table(1700, seed=0)
 
 
 def test_heavy_tailed_generator(heavy: pd.DataFrame) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from cxrkit.data.boxes import box_table
-from cxrkit.data.tables import DataError
+from cxrkit.data.tables import DataError, check_keys
 from cxrkit.phantom.findings import DRAWERS
 from cxrkit.phantom.render import FINDINGS, draw, film_image
 from cxrkit.phantom.scanner import DEFAULT_SCANNER, Scanner
@@ -105,7 +105,7 @@ def read_regions(root: str | Path) -> pd.DataFrame:
 
     Raises:
         DataError: no ``regions.csv`` (a phantom written before regions existed: regenerate it with
-            ``cxrkit synth``), or one that is not a regions table.
+            ``cxrkit synth``), or one that is not a regions table or lists an image and finding on several rows.
     """
     path = resolve(root) / REGIONS
     if not path.is_file():
@@ -113,10 +113,12 @@ def read_regions(root: str | Path) -> pd.DataFrame:
                         f"before cxrkit wrote its regions; regenerate it with `cxrkit synth` (same arguments, "
                         f"--overwrite: the images and labels come out byte-identical); a study regenerates its "
                         f"phantom itself")
-    raw = pd.read_csv(path, dtype={"Image_name": str, "finding": str})
+    raw = pd.read_csv(path, dtype={"Image_name": str, "finding": str}, keep_default_na=False,
+                      na_values={c: [""] for c in REGION_COLUMNS if c not in ("Image_name", "finding")})
     missing = [c for c in REGION_COLUMNS if c not in raw.columns]
     if missing:
         raise DataError(f"{path}: no column(s) {missing}; a regions table has {list(REGION_COLUMNS)}")
+    check_keys(raw["Image_name"] + " / " + raw["finding"], path, "Image_name / finding")
     table = box_table(raw.rename(columns={"Image_name": "image", "finding": "label"}).assign(source="phantom"),
                       where=str(path))
     return table.assign(pixels=raw["pixels"].to_numpy(), peak=raw["peak"].to_numpy())

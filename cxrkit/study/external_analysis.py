@@ -151,6 +151,10 @@ def per_label_table(internal: Site, external: Site, labels: Sequence[str], n_boo
     return table
 
 
+#: what the gain table's CIs cover (each variant's fold ensemble is trained with one seed)
+GAIN_COVERS = "sampling of each site's patients (patient bootstrap); one training seed per variant"
+
+
 def gain_table(internal: Site, external: Site, labels: Sequence[str], n_boot: int = 1000,
                seed: int = 0) -> pd.DataFrame:
     """Every variant's gain over the baseline (the first variant) in macro AUC at each site, with
@@ -168,7 +172,8 @@ def gain_table(internal: Site, external: Site, labels: Sequence[str], n_boot: in
         One row per non-baseline variant: ``internal gain``, ``internal low``, ``internal high``,
         ``internal p``, the same for ``external``, ``change``, ``change low``, ``change high``,
         ``gain kept`` (external gain / internal gain; NaN unless the internal gain's CI excludes
-        0, where the ratio would divide by noise) and ``note`` ("" or why a CI is missing).
+        0, where the ratio would divide by noise), ``note`` ("" or why a CI is missing) and ``CI
+        covers`` (:data:`GAIN_COVERS`: the CIs cover the sampling of each site's patients only).
     """
     base = next(iter(internal.scores))
     rows, notes = {}, {}
@@ -190,6 +195,7 @@ def gain_table(internal: Site, external: Site, labels: Sequence[str], n_boot: in
         rows[f"{v} - {base}"], notes[f"{v} - {base}"] = row, "; ".join(why)
     table = pd.DataFrame(rows, index=_gain_columns(), dtype=float).T
     table["note"] = pd.Series(notes, dtype=object)
+    table["CI covers"] = GAIN_COVERS
     return table
 
 

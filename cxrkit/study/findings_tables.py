@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from cxrkit.data.tables import check_keys
 from cxrkit.study.comparison import comparisons
 from cxrkit.study.config import StudyConfig
 
@@ -18,17 +19,43 @@ FINAL = "final_test_auc.csv"  #: 06: the final test table (fallback for the AUCs
 CALIBRATION = "calibration_overview.csv"  #: 08: macro and pooled ECE per variant and recalibration
 OPERATING = "operating_points.csv"  #: 08: the main variant's thresholds and their test rates
 EXTERNAL_MACRO = "external_macro_auc.csv"  #: 07: macro AUC per variant at the internal and external site
+#: identifier columns of the report tables, read back as text
+TEXT_COLUMNS = ("variant", "label", "method", "calibration", "CI covers")
 
 
-def read_table(report_dir: Path, name: str, **kwargs: Any) -> pd.DataFrame | None:
-    """``tables/<name>`` of a report, or None when it is absent, empty or not a CSV."""
+def read_table(report_dir: Path, name: str, *, index_col: int | None = None,
+               keys: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    """``tables/<name>`` of a report, or None when it is absent, empty or not a CSV.
+
+    Identifiers stay text: the index column and the :data:`TEXT_COLUMNS` present are read as
+    written (a variant named ``NA`` or ``007`` stays ``NA`` / ``007``); every other column is
+    parsed as numbers (blank = NaN).
+
+    Args:
+        report_dir: the study's report folder.
+        name: the table's file name under ``tables/``.
+        index_col: 0 to make the first column the (unique) index.
+        keys: columns that together name one row (checked like the index).
+
+    Raises:
+        DataError: an index value or a ``keys`` combination on several rows, naming the file, the
+            keys and their CSV lines.
+    """
     path = report_dir / "tables" / name
     if not path.is_file():
         return None
     try:
-        return pd.read_csv(path, **kwargs)
+        df = pd.read_csv(path)
+        text = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
     except (ValueError, pd.errors.ParserError):  # EmptyDataError is a ValueError
         return None
+    ids = [c for c in df.columns if c in TEXT_COLUMNS or (index_col == 0 and c == df.columns[0])]
+    for col in ids:
+        df[col] = text[col].to_numpy()
+    key_cols = [df.columns[0]] if index_col == 0 else [c for c in keys if c in df.columns]
+    if key_cols:
+        check_keys(df[key_cols].astype(str).agg(" / ".join, axis=1), path, " / ".join(map(str, key_cols)))
+    return df.set_index(df.columns[0]).rename_axis(None) if index_col == 0 else df
 
 
 def paired_differences(report_dir: Path, cfg: StudyConfig) -> pd.DataFrame | None:
@@ -129,7 +156,7 @@ def calibration_summary(report_dir: Path) -> pd.DataFrame | None:
         Index variant (in the table's order); columns ``(ECE kind, calibration)``, e.g.
         ``("ECE (pooled)", "platt")``; None without 08's table.
     """
-    df = read_table(report_dir, CALIBRATION)
+    df = read_table(report_dir, CALIBRATION, keys=("variant", "calibration"))
     need = {"variant", "calibration", "ECE (pooled)", "ECE (macro)"}
     if df is None or not need <= set(df.columns) or df.empty:
         return None
@@ -150,7 +177,7 @@ def operating_summary(report_dir: Path, target: float) -> dict[str, Any] | None:
         ``specificity``, ``reach target``) and ``per_label`` (the table's rows with a threshold);
         None without 08's table.
     """
-    df = read_table(report_dir, OPERATING)
+    df = read_table(report_dir, OPERATING, keys=("variant", "label", "method"))
     need = {"variant", "label", "method", "threshold", "test sensitivity", "test specificity"}
     if df is None or not need <= set(df.columns) or df.empty:
         return None
