@@ -10,14 +10,18 @@
 * Sizes: no module over :data:`MAX_MODULE_LINES` lines, no function (or method) over
   :data:`MAX_FUNCTION_LINES` lines from its ``def`` to its last line, docstring included, unless
   listed, with the reason, in :data:`LARGE_MODULES` / :data:`LONG_FUNCTIONS`.
+* The map: every module (``__init__`` files aside) is named in the README's "Where things are"
+  table, and every module the table names exists (:func:`_readme_table_modules`).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cxrkit"
+README = PACKAGE.parent / "README.md"
 
 #: The part of the package each module belongs to: the first name below ``cxrkit``
 #: (``cxrkit`` itself is the root package: ``LABELS`` and ``__version__``).
@@ -217,3 +221,55 @@ def test_the_checks_see_cycles_and_lazy_imports(tmp_path: Path) -> None:
     graph = {m: _imports(m, p, modules) for m, p in modules.items()}
     assert graph["cxrkit.a"] == {"cxrkit.b": 2} and graph["cxrkit.b"] == {"cxrkit.a": 1}
     assert _cycles(graph) == [["cxrkit.a", "cxrkit.b"]]
+
+
+def _readme_table_modules(readme: str) -> set[str]:
+    """The modules (paths relative to cxrkit/) that the "Where things are" table of ``readme`` names.
+
+    In the table's second column, a code span holding a path with a ``/`` (``data/labels.py``, or a
+    folder ``data/images/``) is a path from cxrkit/ and sets the folder; a bare file name
+    (``raster.py``) is in the folder of the last path before it in the same row (cxrkit/ itself
+    when there is none: ``cli.py``). Other code spans (``DATASETS``, ``cxrkit infer``) are not
+    modules.
+    """
+    section = readme.split("\n## Where things are\n", 1)[1].split("\n## ", 1)[0]
+    found: set[str] = set()
+    for line in section.splitlines():
+        cells = line.split("|")
+        if not line.startswith("|") or len(cells) < 4 or set(cells[2].strip()) <= {"-"}:
+            continue
+        folder = ""
+        for span in re.findall(r"`([^`]+)`", cells[2]):
+            if "/" in span and " " not in span:
+                folder = span if span.endswith("/") else span.rpartition("/")[0] + "/"
+                if span.endswith(".py"):
+                    found.add(span)
+            elif re.fullmatch(r"\w+\.py", span):
+                found.add(folder + span)
+    return found
+
+
+def test_every_module_is_on_the_readme_map() -> None:
+    named = _readme_table_modules(README.read_text())
+    modules = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")}
+    missing = sorted(m for m in modules - named if not m.endswith("__init__.py"))
+    assert not missing, f"modules the README's 'Where things are' table does not name (add them to a row): {missing}"
+    gone = sorted(named - modules)
+    assert not gone, f"the README's 'Where things are' table names modules that do not exist: {gone}"
+
+
+def test_the_readme_map_reads_paths_and_file_names_after_their_folder() -> None:
+    readme = """# x
+## Where things are
+
+| concern | where (in `cxrkit/`) |
+|---|---|
+| a | `data/images/`: `policy.py`, `raster.py`; `data/labels.py`, `views.py` (`DATASETS`) |
+| b | `cli.py`; `tools/bench.py` (`cxrkit infer` in `tools/bench_infer.py`), `weights.py` |
+
+## Next
+| c | `elsewhere.py` |
+"""
+    assert _readme_table_modules(readme) == {
+        "data/images/policy.py", "data/images/raster.py", "data/labels.py", "data/views.py", "cli.py",
+        "tools/bench.py", "tools/bench_infer.py", "tools/weights.py"}

@@ -17,7 +17,7 @@ from cxrkit.data.datasets import create_dataset, label_matrix
 from cxrkit.data.images import ImagePolicy
 from cxrkit.data.images.checked import record_file, scan_images_once
 from cxrkit.data.pipeline import CXRImages, make_loader
-from cxrkit.evaluation.inference import predict_probs, predict_probs_both
+from cxrkit.evaluation.tta import predict_probs, predict_probs_both
 from cxrkit.models import create_model
 
 # --- TTA and no TTA from one pass -----------------------------------------------------------------

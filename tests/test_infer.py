@@ -29,9 +29,9 @@ from cxrkit.data.images import ImagePolicy, load_image
 from cxrkit.data.tables import DataError
 from cxrkit.evaluation.ensemble import ensemble
 from cxrkit.evaluation.evaluate import evaluate_files
-from cxrkit.evaluation.infer import RunMismatch
 from cxrkit.evaluation.metrics import per_label_auc
 from cxrkit.evaluation.predictions import PredictionMismatch, read_predictions
+from cxrkit.evaluation.run_ensemble import RunMismatch
 from cxrkit.evaluation.sources import folder_source
 from cxrkit.phantom.formats import write_image
 from cxrkit.training.config import TrainConfig
@@ -287,3 +287,20 @@ def test_cli_end_to_end(runs, tiny_phantom, test_images, tmp_path, capsys) -> No
         assert "CUDA device" in capsys.readouterr().err
     meta = json.loads(by_study.with_suffix(".json").read_text())
     assert meta["settings"]["batch_size"] == 7
+
+
+def test_the_study_infer_has_the_signature_of_the_real_one_and_passes_every_argument(monkeypatch) -> None:
+    """``cxrkit.study.infer`` (torch imported only when called) states the arguments of
+    :func:`cxrkit.training.trained.infer`, with the same defaults, and hands each one on."""
+    import inspect
+
+    import cxrkit.training.trained as trained
+    from cxrkit.study.inference import infer as study_infer
+
+    real = inspect.signature(infer)
+    assert inspect.signature(study_infer) == real
+    seen: dict = {}
+    monkeypatch.setattr(trained, "infer", lambda runs, **kwargs: seen.update(runs=runs, **kwargs) or "result")
+    given = {name: f"<{name}>" for name in real.parameters if name != "runs"}
+    assert study_infer(["run"], **given) == "result"
+    assert seen == {"runs": ["run"], **given}

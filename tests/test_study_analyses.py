@@ -559,7 +559,7 @@ def test_prevalence_and_data_quality_by_hand():
     # X: 2 positives of 4 known -> 0.5; Y: 0 of 3 -> 0
     assert prev.to_dict("index") == {"X": {"positives": 2, "known": 4, "prevalence": 0.5},
                                      "Y": {"positives": 0, "known": 3, "prevalence": 0.0}}
-    quality = A.data_quality(table, ["X", "Y"], excluded=pd.DataFrame({"image": ["z1", "z2"]}))
+    quality = A.data_quality_table(table, ["X", "Y"], excluded=pd.DataFrame({"image": ["z1", "z2"]}))
     # last row: images kept (5), excluded (2), images with every label unknown (none: row 2 has Y = 0)
     assert quality.to_dict("index") == {"X": {"positive": 2, "negative": 2, "unknown (masked)": 1},
                                         "Y": {"positive": 0, "negative": 3, "unknown (masked)": 2},
@@ -643,18 +643,18 @@ def test_fold_agreement_and_across_fold_std_by_hand():
     assert std.to_dict() == pytest.approx({"X": 1 / (4 * math.sqrt(2)), "Y": 1 / (6 * math.sqrt(2))}, abs=TOL)
 
 
-def test_coupling_recovery_on_a_hand_made_true_matrix():
+def test_recovery_scores_on_a_hand_made_true_matrix():
     labels = ["X", "Y", "Z"]
     ninf = -np.inf
     true = pd.DataFrame([[0, 2.0, ninf], [1.0, 0, -0.5], [ninf, 3.0, 0]], index=labels, columns=labels)
     learned = pd.DataFrame([[9, 0.3, -0.1], [0.2, 9, 0.4], [0.05, 0.6, 9]], index=labels, columns=labels)
-    rec = A.coupling_recovery(learned, true, top=3)
+    rec = A.recovery_scores(learned, true, top=3)
     # finite off-diagonal true pairs by magnitude: Z->Y 3.0, X->Y 2.0, Y->X 1.0 (Y->Z -0.5 is 4th)
     # learned there: 0.6, 0.3, 0.2 -> same order: Spearman 1, signs all agree;
     # exclusive pairs X->Z (-0.1 < 0) and Z->X (0.05): half negative
     assert rec == {"pairs": 3, "sign_agreement": 1.0, "spearman": pytest.approx(1.0, abs=TOL),
                    "exclusive_pairs_negative": 0.5}
-    rec4 = A.coupling_recovery(learned, true, top=4)
+    rec4 = A.recovery_scores(learned, true, top=4)
     # adding Y->Z (true -0.5, learned 0.4): sign agreement 3/4; learned ranks of (3, 2, 1, -.5)-ordered pairs
     # (0.6, 0.3, 0.2, 0.4) -> ranks (4, 2, 1, 3) vs true ranks (4, 3, 2, 1): d = (0, -1, -1, 2), rho = 1 - 36/60
     assert rec4["sign_agreement"] == 0.75 and rec4["spearman"] == pytest.approx(0.4, abs=TOL)

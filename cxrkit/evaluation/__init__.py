@@ -9,13 +9,16 @@
 * :mod:`~cxrkit.evaluation.subgroups` -- per-label and macro AUC within subgroups and the gaps between
   them, with patient-bootstrap CIs; age bands.
 * :mod:`~cxrkit.evaluation.predictions` -- ``pred_*.csv`` and their sidecars, coupling matrices.
-* :mod:`~cxrkit.evaluation.inference` -- probabilities of a loader's images, flip TTA, autocast.
+* :mod:`~cxrkit.evaluation.tta` -- a model's probabilities of a batch or a loader's images, with and
+  without flip TTA.
 * :mod:`~cxrkit.evaluation.ensemble` -- the mean of several folds' prediction files.
 * :mod:`~cxrkit.evaluation.evaluate` -- ``cxrkit evaluate``: prediction files against the labels.
 * :mod:`~cxrkit.evaluation.alignment` -- a model's labels aligned by name with another dataset's.
 * :mod:`~cxrkit.evaluation.sources` -- the images inference runs on (a folder, a glob, a dataset),
   checked, with their fingerprint.
-* :mod:`~cxrkit.evaluation.infer` -- trained runs checked to agree, their ensemble with flip TTA
-  on new images, the prediction file with provenance (runs are read back by
-  :mod:`cxrkit.training.trained`, which builds their models).
+* :mod:`~cxrkit.evaluation.run_ensemble` -- trained runs checked to agree, their ensemble with flip
+  TTA on new images, the prediction file with provenance (runs are read back by
+  :mod:`cxrkit.training.trained`, whose :func:`~cxrkit.training.trained.infer` is ``cxrkit infer``).
+
+The autocast precision both prediction and training use is :mod:`cxrkit.utils.amp`.
 """

@@ -105,12 +105,3 @@ def _scanner(spec: Any, base: Scanner, where: str) -> Scanner:
         return replace(base, **spec)
     except ValueError as exc:
         raise ValueError(f"{where}.{exc}") from None
-
-
-def site_record(spec: str | Mapping[str, Any] | SiteConfig | None) -> dict[str, Any]:
-    """The JSON-ready record of a site (what ``phantom.json`` holds under ``site``).
-
-    Raises:
-        ValueError: see :func:`get_site`.
-    """
-    return get_site(spec).record()

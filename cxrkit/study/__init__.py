@@ -13,11 +13,18 @@ Everything a notebook needs is importable from here; the modules are:
 * :mod:`~cxrkit.study.data` -- the phantom and folds prepared, the dataset table, labels, patients.
 * :mod:`~cxrkit.study.runs` -- the training runs: missing ones, saved predictions and couplings.
 * :mod:`~cxrkit.study.inference` -- a variant's runs applied to new images (:func:`infer`).
-* :mod:`~cxrkit.study.steps`, :mod:`~cxrkit.study.runner` -- the steps, run with papermill.
+* :mod:`~cxrkit.study.steps`, :mod:`~cxrkit.study.runner` -- the steps, run with papermill;
+  :mod:`~cxrkit.study.terminal` -- what the terminal shows meanwhile (progress, the kernels' stderr
+  without their routine noise); :mod:`~cxrkit.study.display` -- how the notebooks show numbers.
+* :mod:`~cxrkit.study.cluster`, :mod:`~cxrkit.study.jobs` -- the training notebooks on a cluster
+  (``--executor``, the ``cluster:`` block) as submitit jobs; :mod:`~cxrkit.study.tracking` -- the
+  study's own run in the experiment tracker.
 * :mod:`~cxrkit.study.outputs` -- what a notebook writes into the report (:class:`Outputs`).
-* :mod:`~cxrkit.study.report`, :mod:`~cxrkit.study.findings` -- the HTML pages, opening with the findings.
+* :mod:`~cxrkit.study.report`, :mod:`~cxrkit.study.findings` -- the HTML pages, opening with the
+  findings, whose numbers :mod:`~cxrkit.study.findings_tables` reads from the steps' tables.
 * :mod:`~cxrkit.study.comparison`, :mod:`~cxrkit.study.coupling`, :mod:`~cxrkit.study.headroom`,
-  :mod:`~cxrkit.study.cooccurrence`, :mod:`~cxrkit.study.oracle` -- the analyses behind the tables.
+  :mod:`~cxrkit.study.cooccurrence`, :mod:`~cxrkit.study.oracle` -- the analyses behind the tables;
+  :mod:`~cxrkit.study.seeds` -- training-seed replicates of the comparisons.
 * :mod:`~cxrkit.study.trust`, :mod:`~cxrkit.study.subgroups` -- how far to trust a model
   (``08_trust``): calibration, operating points, subgroups; figures in :mod:`~cxrkit.study.trust_plots`.
 * :mod:`~cxrkit.study.external`, :mod:`~cxrkit.study.external_analysis` -- external validation
@@ -27,7 +34,12 @@ Everything a notebook needs is importable from here; the modules are:
 * :mod:`~cxrkit.study.saliency` -- Grad-CAM of each variant scored against the true regions
   (``09_saliency``); figures in :mod:`~cxrkit.study.saliency_plots`.
 * :mod:`~cxrkit.study.analysis`, :mod:`~cxrkit.study.plots`, :mod:`~cxrkit.study.literature` --
-  computations, figures and the literature rows of Table I.
+  computations on tables and arrays, figures and the literature rows of Table I.
+
+A public name means one thing: an analysis exported here takes the study (``cfg``), and the
+computation on arrays it uses and the figure of its result have names of their own
+(``S.lambda_sweep(cfg)`` is the table, ``P.lambda_sweep_figure(table)`` its figure;
+``S.coupling_recovery(cfg)`` scores each fold with ``A.recovery_scores(learned, true)``).
 """
 
 from cxrkit.phantom.files import phantom_tables, split_groups

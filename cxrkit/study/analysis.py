@@ -19,14 +19,14 @@ from cxrkit.data.cooccurrence import conditional_probability
 __all__ = [
     "across_fold_std",
     "conditional_probability",
-    "coupling_recovery",
-    "data_quality",
+    "data_quality_table",
     "dataset_summary",
     "fold_agreement",
     "gain_trend",
     "label_correlation",
     "per_label_delta",
     "prevalence",
+    "recovery_scores",
     "sparsity",
     "strongest_couplings",
     "top_k_conditional",
@@ -112,7 +112,7 @@ def sparsity(coupling: pd.DataFrame | np.ndarray, tol: float = 1e-3) -> float:
     return float(np.mean(np.abs(off) <= tol))
 
 
-def coupling_recovery(learned: pd.DataFrame, true: pd.DataFrame, top: int = 20) -> dict[str, float]:
+def recovery_scores(learned: pd.DataFrame, true: pd.DataFrame, top: int = 20) -> dict[str, float]:
     """How well a learned coupling matrix recovers the true one.
 
     The true matrix (log odds ratios of the observed labels) has two kinds of entries: finite
@@ -161,7 +161,7 @@ def per_label_delta(a: pd.Series, b: pd.Series) -> pd.DataFrame:
     return pd.DataFrame({"a": a, "b": b, "delta": b - a})
 
 
-def data_quality(table: pd.DataFrame, labels: Sequence[str], excluded: pd.DataFrame | None = None) -> pd.DataFrame:
+def data_quality_table(table: pd.DataFrame, labels: Sequence[str], excluded: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per label: positives, negatives, unknown (NaN, masked) entries; plus excluded images."""
     y = table[list(labels)]
     out = pd.DataFrame({"positive": (y == 1).sum(), "negative": (y == 0).sum(), "unknown (masked)": y.isna().sum()})

@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cxrkit.evaluation.metrics import macro_auc
-from cxrkit.study.analysis import coupling_recovery as recover
-from cxrkit.study.analysis import sparsity
+from cxrkit.study.analysis import recovery_scores, sparsity
 from cxrkit.study.config import StudyConfig
 from cxrkit.study.data import true_labels
 from cxrkit.study.oracle import true_coupling
@@ -48,7 +47,7 @@ def lambda_sweep(cfg: StudyConfig) -> pd.DataFrame | None:
 
 def coupling_recovery(cfg: StudyConfig) -> pd.DataFrame | None:
     """Phantom only (None otherwise, or without coupled variants): how well each coupled
-    variant's effective coupling recovers the true structure (:func:`cxrkit.study.analysis.coupling_recovery`),
+    variant's effective coupling recovers the true structure (:func:`cxrkit.study.analysis.recovery_scores`),
     per fold and for the mean over folds; index (variant, ``fold k`` | ``mean``)."""
     true, variants = true_coupling(cfg), coupled_variants(cfg)
     if true is None or not variants:
@@ -56,8 +55,8 @@ def coupling_recovery(cfg: StudyConfig) -> pd.DataFrame | None:
     rows = {}
     for v in variants:
         mats = fold_couplings(cfg, v)
-        rows |= {(v, f"fold {k}"): recover(a, true) for k, a in mats.items()}
-        rows[(v, "mean")] = recover(sum(mats.values()) / len(mats), true)
+        rows |= {(v, f"fold {k}"): recovery_scores(a, true) for k, a in mats.items()}
+        rows[(v, "mean")] = recovery_scores(sum(mats.values()) / len(mats), true)
     return pd.DataFrame(rows).T
 
 

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from cxrkit.study.config import StudyConfig, StudyError
 from cxrkit.study.runs import missing_runs
 from cxrkit.utils.params import ConfigError
@@ -43,9 +45,16 @@ def variant_runs(cfg: StudyConfig, variant: str) -> list[Path]:
     return [cfg.train_dir(k, variant) for k in range(cfg.n_folds)]
 
 
-def infer(runs: Sequence[str | os.PathLike], **kwargs: Any) -> Any:
-    """:func:`cxrkit.training.trained.infer` (its arguments and result): predict new images with
-    trained runs. Imported when called, so that importing the study does not import torch."""
+def infer(runs: Sequence[str | os.PathLike], *, images: str | os.PathLike | None = None,
+          dataset: str | None = None, data: str | os.PathLike | None = None,
+          dataset_options: dict[str, Any] | None = None, out: str | os.PathLike | None = None,
+          device: str = "auto", batch_size: int = 64, workers: int = 0, tta: bool = True, amp: str = "auto",
+          on_bad_image: str = "error", progress: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Predict new images with trained runs: :func:`cxrkit.training.trained.infer`, with the same
+    arguments, defaults and result (``(table, meta)``; see there). Imported when called, so that
+    importing the study does not import torch."""
     from cxrkit.training.trained import infer as infer_runs
 
-    return infer_runs(runs, **kwargs)
+    return infer_runs(runs, images=images, dataset=dataset, data=data, dataset_options=dataset_options, out=out,
+                      device=device, batch_size=batch_size, workers=workers, tta=tta, amp=amp,
+                      on_bad_image=on_bad_image, progress=progress)

@@ -136,22 +136,8 @@ def forest(df: pd.DataFrame, estimate: str, low: str, high: str, title: str, ref
     return fig
 
 
-def scatter_labels(x: pd.Series, y: pd.Series, xlabel: str, ylabel: str, title: str) -> plt.Figure:
-    """A labelled scatter (e.g. per-label gain vs mean top-3 conditional probability)."""
-    fig, ax = plt.subplots(figsize=(7, 5))
-    ax.scatter(x, y)
-    for lab in x.index:
-        ax.annotate(lab, (x[lab], y[lab]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
-def gain_vs_cooccurrence(top3: pd.Series, gains: Mapping[str, pd.Series], title: str,
-                         trend: pd.DataFrame | None = None) -> plt.Figure:
+def gain_vs_cooccurrence_figure(top3: pd.Series, gains: Mapping[str, pd.Series], title: str,
+                                trend: pd.DataFrame | None = None) -> plt.Figure:
     """Rawlekar et al. Fig. 2: one labelled scatter per gain (e.g. ΔAP, then ΔAUC) against the
     mean top-3 conditional probability, each with a least-squares line and, from ``trend``
     (indexed by the gain names), the Spearman rho and p-value in its title."""
@@ -177,7 +163,7 @@ def gain_vs_cooccurrence(top3: pd.Series, gains: Mapping[str, pd.Series], title:
     return fig
 
 
-def lambda_sweep(sweep: pd.DataFrame) -> plt.Figure:
+def lambda_sweep_figure(sweep: pd.DataFrame) -> plt.Figure:
     """Macro AUC (validation mean +- sd over folds, test ensemble; left) and the fraction of
     non-zero couplings (right) against the L1 strength lambda (symlog axis, so lambda = 0 is
     shown), one series per ``loss_reduction`` (a table without that column is ``sum``): under

@@ -83,7 +83,7 @@ def ece_bars(overview: pd.DataFrame, column: str = "ECE (macro)") -> plt.Figure:
     return fig
 
 
-def operating_points(table: pd.DataFrame, title: str) -> plt.Figure:
+def operating_points_figure(table: pd.DataFrame, title: str) -> plt.Figure:
     """Per method (a panel) and label (a row): test sensitivity and specificity at the thresholds
     chosen on the out-of-fold validation predictions, with their 95% intervals."""
     methods = list(dict.fromkeys(table["method"]))

@@ -71,7 +71,7 @@ def refiner_share(backbone: str = "seresnext101_32x4d", size: int = 380, batch: 
     On CUDA the step runs as in training (fp16 autocast, channels-last) and both timings
     synchronise the device.
     """
-    from cxrkit.evaluation.inference import autocast_context
+    from cxrkit.utils.amp import autocast_context
 
     dev = torch.device(device)
 

@@ -40,7 +40,7 @@ def train_rate(cfg: TrainConfig, steps: int = 20, warmup: int = 5, compile_: boo
     Returns:
         ``images_per_s``, ``step_s`` and ``warmup_s`` (the first steps, compilation included).
     """
-    from cxrkit.evaluation.inference import autocast_context, resolve_amp
+    from cxrkit.utils.amp import autocast_context, resolve_amp
 
     dev = torch.device(device)
     compile_ = cfg.compile if compile_ is None else compile_

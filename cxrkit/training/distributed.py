@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxrkit.evaluation.inference import predict_probs, predict_probs_both
+from cxrkit.evaluation.tta import predict_probs, predict_probs_both
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -145,7 +145,7 @@ def predict_gathered_both(dist: Dist, model: torch.nn.Module, loader: torch.util
                           device: torch.device, mean: Any, std: Any, amp: str,
                           progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """:func:`predict_gathered` without and with flip TTA from one pass
-    (:func:`cxrkit.evaluation.inference.predict_probs_both`)."""
+    (:func:`cxrkit.evaluation.tta.predict_probs_both`)."""
     plain, tta = predict_probs_both(model, loader, device, mean=mean, std=std, amp=amp, progress=progress)
     idx, n = loader.sampler.indices(), len(loader.dataset)
     return dist.gather_rows(idx, plain, n), dist.gather_rows(idx, tta, n)

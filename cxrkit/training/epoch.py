@@ -16,13 +16,13 @@ import numpy as np
 import torch
 
 from cxrkit.data.pipeline import to_model_input
-from cxrkit.evaluation.inference import autocast_context
 from cxrkit.evaluation.metrics import macro_auc
 from cxrkit.training.distributed import predict_gathered
 from cxrkit.training.ema import update_ema
 from cxrkit.training.resume import Progress, TrainingError
 from cxrkit.training.setup import Run
 from cxrkit.training.timing import Clock
+from cxrkit.utils.amp import autocast_context
 
 #: ``(global_step, loss) -> loss``, a test hook applied to every training loss.
 FaultHook = Callable[[int, torch.Tensor], torch.Tensor]

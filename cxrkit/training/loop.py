@@ -32,7 +32,6 @@ from typing import Any
 import torch
 
 from cxrkit.data.images import DECODE_VERSION, ImagePolicy
-from cxrkit.evaluation.inference import resolve_amp
 from cxrkit.training.checkpoint import save_best, save_last
 from cxrkit.training.config import TrainConfig
 from cxrkit.training.distributed import Dist, check_shared_folder, init_distributed, pick_device
@@ -43,6 +42,7 @@ from cxrkit.training.resume import Progress, TrainingError, check_same_data, rea
 from cxrkit.training.setup import Run, set_up
 from cxrkit.training.timing import Clock
 from cxrkit.training.tracking import open_tracking
+from cxrkit.utils.amp import resolve_amp
 from cxrkit.utils.files import check_writable, write_json
 from cxrkit.utils.params import ConfigError, to_dict
 from cxrkit.utils.paths import resolve

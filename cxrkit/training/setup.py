@@ -98,7 +98,7 @@ def set_up(cfg: TrainConfig, data: FoldData, dist: Dist, device: torch.device, a
         cfg: the run's parameters.
         data: the fold's data (:func:`cxrkit.training.fold.load_fold`).
         dist: the data-parallel context; ``device`` this process's device.
-        amp_dtype: the autocast dtype (:func:`cxrkit.evaluation.inference.resolve_amp`); fp16
+        amp_dtype: the autocast dtype (:func:`cxrkit.utils.amp.resolve_amp`); fp16
             enables the loss scaler.
         out: the run folder; ``params`` the parameters as written to it.
     """

@@ -1,6 +1,6 @@
 """Finished training runs read back and applied to new images.
 
-:func:`load_runs` reads run folders into :class:`cxrkit.evaluation.infer.Member` s: each run's
+:func:`load_runs` reads run folders into :class:`cxrkit.evaluation.run_ensemble.Member` s: each run's
 ``best.pt`` (the model :func:`cxrkit.training.checkpoint.save_best` keeps: the EMA, or with
 ``ema_refiner: false`` the EMA backbone and the live refiner, under the same keys) in the model
 its parameters build, with the preprocessing it was trained with (image size, the backbone's
@@ -8,7 +8,7 @@ normalisation, the image policy). The runs are checked to agree before any weigh
 
 :func:`infer` (``cxrkit infer``; ``cxrkit.study.infer`` in a notebook) predicts a folder, a glob
 pattern or a dataset with them: every image checked up front, the fold ensemble with flip TTA,
-the prediction file with its provenance (:mod:`cxrkit.evaluation.infer`).
+the prediction file with its provenance (:mod:`cxrkit.evaluation.run_ensemble`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 
 from cxrkit.data.images import ImagePolicy
 from cxrkit.data.tables import DataError
-from cxrkit.evaluation.infer import (
+from cxrkit.evaluation.run_ensemble import (
     Member,
     RunMismatch,
     check_members,
@@ -32,12 +32,12 @@ from cxrkit.evaluation.infer import (
     predict_ensemble,
     write_inference,
 )
-from cxrkit.evaluation.inference import resolve_amp
 from cxrkit.evaluation.sources import dataset_source, file_sha256, folder_source
 from cxrkit.models import create_model
 from cxrkit.training.config import REFINER_OPTIONS, TrainConfig, refiner_kwargs
 from cxrkit.training.distributed import pick_device
 from cxrkit.training.resume import TrainingError
+from cxrkit.utils.amp import resolve_amp
 from cxrkit.utils.files import check_writable
 from cxrkit.utils.params import ConfigError, from_dict
 from cxrkit.utils.paths import resolve
@@ -109,7 +109,7 @@ def _trained_on(folder: Path, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_runs(runs: Sequence[str | os.PathLike], device: torch.device) -> list[Member]:
-    """Read every run, check that they agree (:func:`cxrkit.evaluation.infer.check_members`),
+    """Read every run, check that they agree (:func:`cxrkit.evaluation.run_ensemble.check_members`),
     then load each one's weights onto ``device``, in eval mode.
 
     Raises:

@@ -1,44 +1,17 @@
-"""Inference: sigmoid probabilities of a loader's images, with the paper's flip TTA, under the
-configured autocast precision."""
+"""Model predictions with and without the paper's flip TTA: sigmoid probabilities of a batch
+(:func:`probabilities`, :func:`plain_and_tta`) and of a loader's images (:func:`predict_probs`,
+:func:`predict_probs_both`), under the configured autocast precision
+(:func:`cxrkit.utils.amp.autocast_context`)."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from cxrkit.data.pipeline import to_model_input
-
-
-def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """The autocast context for ``amp`` in auto|fp16|bf16|off on ``device``."""
-    dtype = resolve_amp(device, amp)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-#: Devices on which fp16 training gets dynamic loss scaling (torch.amp.GradScaler).
-LOSS_SCALED_DEVICES = ("cuda", "mps")
-
-
-def resolve_amp(device: torch.device, amp: str) -> torch.dtype | None:
-    """Autocast dtype: ``auto`` is fp16 on CUDA (with loss scaling in training) and off elsewhere
-    (fp32; MPS and CPU users may ask for ``bf16``, or ``fp16`` on MPS).
-
-    Raises:
-        ValueError: for ``fp16`` on a device without loss scaling (CPU), where fp16 gradients
-            would underflow silently.
-    """
-    table = {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}
-    if amp == "auto":
-        return torch.float16 if device.type == "cuda" else None
-    if amp == "fp16" and device.type not in LOSS_SCALED_DEVICES:
-        raise ValueError(f"amp: fp16 on {device.type} has no loss scaling (its gradients underflow); "
-                         f"use amp: bf16 or off there")
-    return table[amp]
+from cxrkit.utils.amp import autocast_context
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Inference with trained runs on new images: the runs checked to agree on what they predict
+"""An ensemble of trained runs predicting new images: the runs checked to agree on what they predict
 and how they see an image (:func:`check_members`), their ensemble with flip TTA
 (:func:`predict_ensemble`) and the prediction file with its provenance (:func:`write_inference`).
 
@@ -26,9 +26,10 @@ import torch
 
 from cxrkit.data.images import DECODE_VERSION, ImagePolicy
 from cxrkit.data.pipeline import CXRImages, make_loader, to_model_input
-from cxrkit.evaluation.inference import autocast_context, probabilities
 from cxrkit.evaluation.predictions import write_predictions
 from cxrkit.evaluation.sources import ImageSource
+from cxrkit.evaluation.tta import probabilities
+from cxrkit.utils.amp import autocast_context
 from cxrkit.utils.provenance import environment
 
 #: What the members of an ensemble must agree on, with its name in the refusal.
@@ -139,8 +140,8 @@ def predict_ensemble(members: Sequence[Member], paths: Sequence[str], device: to
         paths: image files, in output order.
         device: where the models are.
         batch_size: images per batch; ``workers`` DataLoader worker processes.
-        tta: flip TTA (:func:`cxrkit.evaluation.inference.probabilities`).
-        amp: autocast precision (:func:`cxrkit.evaluation.inference.resolve_amp`).
+        tta: flip TTA (:func:`cxrkit.evaluation.tta.probabilities`).
+        amp: autocast precision (:func:`cxrkit.utils.amp.resolve_amp`).
         progress: a tqdm bar over the batches.
 
     Returns:
