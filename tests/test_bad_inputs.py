@@ -3,7 +3,8 @@
 1. A JPEG (or PNG) with an EXIF orientation is decoded upright wherever images are decoded
    (``load_image``, the image check, the uint8 cache), and the images it applies to are listed
    (``CXRDataset.reoriented``, ``reoriented_images.csv`` beside the run, ``data_quality`` in the
-   run's ``provenance.json``).
+   run's ``provenance.json``); one saved in colour is decoded to grey and counted (the dataset's
+   ``quality``, ``dataset_quality`` and ``image_decoding`` in ``provenance.json``).
 2. Numeric image names with leading zeros (``000700``) and a name pandas reads as missing
    (``NA``) stay text through folds, train, predict (ensemble), evaluate and oracle.
 3. A table the kit reads back with a key on several rows is refused, naming the keys: prediction
@@ -132,23 +133,36 @@ def test_image_scan_and_cache_apply_and_list_the_orientation(tmp_path: Path) -> 
     assert cache[0][:6, :6].mean() > cache[0][12:, 12:].mean() + 60
 
 
-def test_dataset_lists_reoriented_images_and_the_run_counts_them(data, tiny_cfg, tmp_path) -> None:
+def test_dataset_lists_reoriented_images_and_the_run_counts_them(data, tiny_cfg, tmp_path, caplog) -> None:
+    """Also: an image saved in colour (RGB) is decoded to grey levels, counted in the dataset's
+    quality and the run's provenance, as are the loader's other counts."""
     table = create_dataset("gxs", root=data, check_images=False).table
     name = table["image"].iloc[5]
     image = data / "images" / name
     _save_with_orientation(image, np.rot90(_stored(image), k=1).copy(), 6)  # the same name, now sideways
+    colour = data / "images" / table["image"].iloc[7]
+    grey = _stored(colour)
+    Image.fromarray(np.dstack([grey, grey, grey])).save(colour)  # a grey radiograph saved as RGB
 
-    ds = create_dataset("gxs", root=data, report_dir=tmp_path / "report")
+    with caplog.at_level("WARNING", logger="cxrkit.datasets"):
+        ds = create_dataset("gxs", root=data, report_dir=tmp_path / "report")
     assert ds.reoriented[["image", "exif_orientation"]].to_dict("records") == [{"image": name, "exif_orientation": 6}]
     report = _raw(tmp_path / "report" / "reoriented_images.csv")
     assert report["image"].tolist() == [name] and report["applied"].tolist() == ["rotated 90 degrees clockwise"]
+    rgb = "PNG 8-bit, colour (RGB) converted to grey"
+    assert ds.quality == {"view_replaced": 0, "converted_to_grey": 1} and ds.decoding == {"PNG 8-bit": len(table) - 1, rgb: 1}
+    assert f"gxs: 1 image(s) stored in colour, with a palette or with alpha, decoded to grey levels: {{'{rgb}': 1}}" \
+        in caplog.text
+    np.testing.assert_array_equal(load_image(colour), grey)  # equal channels: their luma is the grey level
 
     cfg = _cfg(tiny_cfg, data, tmp_path)
     train(cfg)
     out = Path(cfg.out)
     assert _raw(out / "reoriented_images.csv")["image"].tolist() == [name]
-    quality = json.loads((out / "provenance.json").read_text())["data_quality"]
-    assert quality == {"excluded_images": 0, "reoriented_images": 1}
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["data_quality"] == {"excluded_images": 0, "reoriented_images": 1}
+    assert provenance["dataset_quality"] == {"view_replaced": 0, "converted_to_grey": 1}
+    assert provenance["image_decoding"]["images"] == {"PNG 8-bit": len(table) - 1, rgb: 1}
 
 
 # ----------------------------------------------------------------------------- 2. numeric ids

@@ -1,7 +1,8 @@
 """Image decoding of every format (issue 12): 8- and 16-bit PNG, DICOM MONOCHROME1/2 with and
 without rescale, with a VOI LUT, a window or neither (the percentile window), compressed transfer
-syntaxes; the refusals, each naming the file; the policy's options, checked like every parameter,
-and its place in the uint8 cache's key. JPEG with an EXIF orientation: ``test_bad_inputs.py``.
+syntaxes; colour, palette and alpha rasters converted to grey and saying so; the refusals, each
+naming the file; the policy's options, checked like every parameter, and its place in the uint8
+cache's key. JPEG with an EXIF orientation: ``test_bad_inputs.py``.
 
 Expected values are computed here from the DICOM standard's formulas (PS3.3 C.11.1, C.11.2), not
 with the functions under test.
@@ -109,6 +110,49 @@ def test_16_bit_png_is_turned_upright_by_its_exif_orientation(tmp_path: Path) ->
     assert scan_images([str(tmp_path / "t.png")]).reoriented["exif_orientation"].tolist() == [6]
 
 
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601-2 luma, L = 0.299 R + 0.587 G + 0.114 B, in Pillow's documented fixed point."""
+    r, g, b = (rgb[..., i].astype(np.int64) for i in range(3))
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)
+
+
+def test_colour_palette_and_alpha_rasters_are_converted_to_grey_and_say_so(tmp_path: Path) -> None:
+    rgb = (RNG.random((16, 12, 3)) * 255).astype(np.uint8)
+    alpha = (RNG.random((16, 12)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(np.dstack([rgb, alpha])).save(tmp_path / "rgba.png")
+    Image.fromarray(np.dstack([rgb[..., 0], alpha])).save(tmp_path / "la.png")
+    palette = Image.fromarray((rgb[..., 0] % 4).astype(np.uint8), mode="P")
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
+    palette.putpalette(colours.ravel().tolist())
+    palette.save(tmp_path / "p.png")
+    Image.fromarray(rgb).save(tmp_path / "rgb.jpg", quality=95)
+    Image.fromarray(rgb[..., 1]).save(tmp_path / "l.png")
+    Image.fromarray(rgb[..., 2] > 127).save(tmp_path / "bw.png")
+    expected = {
+        "rgb.png": (_luma(rgb), "PNG 8-bit, colour (RGB) converted to grey"),
+        "rgba.png": (_luma(rgb), "PNG 8-bit, colour with alpha (RGBA, alpha ignored) converted to grey"),
+        "la.png": (rgb[..., 0], "PNG 8-bit, grey with alpha (LA, alpha ignored) converted to grey"),
+        "p.png": (_luma(colours[rgb[..., 0] % 4]), "PNG 8-bit, palette (P) converted to grey"),
+        "l.png": (rgb[..., 1], "PNG 8-bit"),
+        "bw.png": (np.where(rgb[..., 2] > 127, 255, 0).astype(np.uint8), "PNG 1-bit, black and white as 0 and 255"),
+    }
+    for name, (pixels, how) in expected.items():
+        got, got_how = _pixels(tmp_path / name)
+        np.testing.assert_array_equal(got, pixels, err_msg=name)
+        assert got_how == how
+    jpeg = "JPEG 8-bit, colour (RGB) converted to grey"
+    assert decode(tmp_path / "rgb.jpg").how == decode(tmp_path / "rgb.jpg", draft=4).how == jpeg  # drafted grey too
+    assert np.abs(_pixels(tmp_path / "rgb.jpg")[0].astype(int) - _luma(rgb)).mean() < 3  # lossy
+    paths = [str(tmp_path / n) for n in (*expected, "rgb.jpg")]
+    scan = scan_images(paths)
+    assert scan.bad.empty and len(scan.decoded) == 7
+    assert scan.converted["path"].tolist() == [str(tmp_path / n) for n in ("rgb.png", "rgba.png", "la.png", "p.png",
+                                                                           "rgb.jpg")]
+    assert scan.converted["decoding"].tolist()[-1] == jpeg
+
+
 # ----------------------------------------------------------------------------- DICOM
 
 
@@ -171,6 +215,10 @@ def _refused(tmp_path: Path) -> dict[str, Path]:
     files["multi-frame DICOM (2 frames)"] = _dicom(tmp_path / "frames.dcm", np.stack([STORED, STORED]))
     files["colour DICOM (photometric interpretation RGB"] = _dicom(
         tmp_path / "rgb.dcm", np.zeros((8, 8, 3), np.uint8), photometric="RGB", bits=8)
+    unknown = dcmread(_dicom(tmp_path / "nophotometric.dcm"))
+    del unknown.PhotometricInterpretation
+    unknown.save_as(tmp_path / "nophotometric.dcm")
+    files["no photometric interpretation (0028,0004): whether 0 is black"] = tmp_path / "nophotometric.dcm"
     mpeg = dcmread(_dicom(tmp_path / "mpeg.dcm"))
     mpeg.file_meta.TransferSyntaxUID = MPEG2MPML
     mpeg.PixelData = encapsulate([b"\0" * 16])

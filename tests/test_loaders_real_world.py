@@ -176,6 +176,33 @@ def test_vindr_official_format_and_aggregation(tmp_path: Path, caplog: pytest.Lo
     assert cons.loc["t1", "Lung Lesion"] == 1.0  # one consensus row: the same under every policy
 
 
+def test_vindr_quality_counts_reader_disagreement_and_what_each_policy_makes_nan(tmp_path: Path) -> None:
+    """img1: 2 of 3 readers mark Cardiomegaly (the third: No finding); img2: 1 of 3 a rib fracture;
+    img4: two readers, one Cardiomegaly, one No finding (a tie); img3 and the test image agree."""
+    train = [
+        _reader("img1", "R1", "Cardiomegaly"), _reader("img1", "R2", "Cardiomegaly"), _reader("img1", "R3", "No finding"),
+        _reader("img2", "R1", "Rib fracture"), _reader("img2", "R4", "No finding"), _reader("img2", "R5", "No finding"),
+        _reader("img3", "R2", "No finding"), _reader("img3", "R3", "No finding"), _reader("img3", "R4", "No finding"),
+        _reader("img4", "R1", "Cardiomegaly"), _reader("img4", "R2", "No finding"),
+    ]
+    root = _vindr(tmp_path, train)
+    by_policy = {p: VinDrCXR(root, check_images=False, aggregation=p) for p in ("majority", "any", "consensus")}
+    for policy, ds in by_policy.items():
+        readers = ds.quality["readers"]
+        assert readers["train"]["aggregation"] == policy
+        assert readers["train"]["disagreement"] == {"images": 3, "values": 6}  # (Cardiomegaly or Fracture, No Finding) x 3
+        assert readers["train"]["made_nan"] == {"any": 0, "majority": 2, "consensus": 6}
+        assert readers["test"]["disagreement"] == {"images": 0, "values": 0}  # one consensus row
+        assert readers["test"]["made_nan"] == {"any": 0, "majority": 0, "consensus": 0}
+        labels = ds.labels
+        made_nan = int(ds.table.loc[ds.table["official_split"] == "train", labels].isna().to_numpy().sum())
+        assert made_nan == readers["train"]["made_nan"][policy]  # every label is annotated by the file
+    assert by_policy["majority"].quality["readers"]["train"]["made_nan_labels"] == {"Cardiomegaly": 1, "No Finding": 1}
+    assert by_policy["consensus"].quality["readers"]["train"]["made_nan_labels"] == {
+        "Cardiomegaly": 2, "Fracture": 1, "No Finding": 3}
+    assert by_policy["any"].quality["readers"]["train"]["made_nan_labels"] == {}
+
+
 def test_vindr_box_format(tmp_path: Path) -> None:
     root = tmp_path / "kaggle"
     cols = ["image_id", "class_name", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max"]

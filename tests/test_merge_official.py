@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_datasets import NIH_COLS, _csv, _gxs, _img
+from test_datasets import CHX_META, NIH_COLS, _csv, _gxs, _img, _labels_row
 from test_loaders_real_world import PC_COLS, PC_ROWS, _padchest, _vindr
 
 from cxrkit.cli import main
@@ -22,7 +22,7 @@ from cxrkit.data.datasets import (
     create_dataset,
     fingerprint,
 )
-from cxrkit.data.labels import VOCABULARY
+from cxrkit.data.labels import LABELS, VOCABULARY
 from cxrkit.data.splits import LeakageError, check_leakage, make_splits
 from cxrkit.study.config import StudyConfig
 from cxrkit.utils.params import ConfigError
@@ -155,6 +155,10 @@ def test_merged_through_a_study_and_training_data(merged_root: Path, tmp_path: P
     data = load_fold(train_cfg, tmp_path / "run")
     assert data.data_fingerprint == summary["data_fingerprint"] and len(data.csv_digest) == 16
     assert set(data.table["source"]) == {"nih", "padchest"}
+    sources = data.quality["sources"]  # the loader's counts, written to the run's provenance.json
+    assert (sources["nih"]["images"], sources["padchest"]["images"]) == (16, 7)
+    assert sources["padchest"]["labels"] == {"images": 7, "no_labels_cell": 1, "only_uninformative_terms": 1,
+                                             "all_labels_nan": 2} and sources["padchest"]["projection_unknown"] == 1
 
 
 # ----------------------------------------------------------------------------- official test splits
@@ -207,6 +211,93 @@ def test_official_split_vindr_and_merged(tmp_path: Path) -> None:
     splits = make_splits(merged, n_folds=3, test_split="official")
     assert sorted(splits.loc[splits["split"] == "test", "image"]) == \
         sorted(["vindr:t1", *(f"nih:0000000{p}_00{k}.png" for p in (7, 8) for k in (0, 1))])
+
+
+def _mimic_split(root: Path, shared: bool = False) -> Path:
+    """MIMIC-CXR-JPG with 6 subjects of one study and two images each; the split file puts
+    subjects 5 and 6 in test, subject 1 in validate, the rest in train (with ``shared``, one image
+    of subject 5 in train too)."""
+    studies, dicoms = [], []
+    for s in range(1, 7):
+        subject, study = f"1000000{s}", f"5000000{s}"
+        studies.append([subject, study, *_labels_row(Cardiomegaly=s % 2, Edema=(s + 1) % 2, Atelectasis=int(s < 4))])
+        split = "test" if s >= 5 else "validate" if s == 1 else "train"
+        for k, view in enumerate(("PA", "LATERAL")):
+            dicoms.append([f"d{s}{k}", subject, study, view, "train" if shared and s == 5 and k else split])
+    _csv(root / "mimic-cxr-2.0.0-chexpert.csv.gz", ["subject_id", "study_id", *LABELS], studies)
+    _csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", ["dicom_id", "subject_id", "study_id", "ViewPosition"],
+         [d[:4] for d in dicoms])
+    _csv(root / "mimic-cxr-2.0.0-split.csv.gz", ["dicom_id", "study_id", "subject_id", "split"],
+         [[d[0], d[2], d[1], d[4]] for d in dicoms])
+    return root
+
+
+def _chexpert_valid(root: Path, shared: bool = False) -> Path:
+    """CheXpert: train.csv with patients 1-6 (a frontal and a lateral image each), valid.csv with
+    patients 64541-64542 (with ``shared``, also an image of patient 1)."""
+    def row(split: str, patient: int, view: str, **labels: object) -> list[object]:
+        side = "Frontal" if view == "frontal" else "Lateral"
+        return [f"CheXpert-v1.0-small/{split}/patient{patient:05d}/study1/view1_{view}.jpg", "Female", 50, side,
+                "PA" if side == "Frontal" else "", *_labels_row(**labels)]
+
+    train = [row("train", p, v, Cardiomegaly=p % 2, Edema=int(p < 4)) for p in range(1, 7) for v in ("frontal", "lateral")]
+    valid = [row("valid", p, v, Cardiomegaly=p % 2, Edema=1) for p in (64541, 64542) for v in ("frontal", "lateral")]
+    if shared:
+        valid.append(row("valid", 1, "frontal", Edema=1))
+    _csv(root / "train.csv", [*CHX_META, *LABELS], train)
+    _csv(root / "valid.csv", [*CHX_META, *LABELS], valid)
+    return root
+
+
+def _official_and_grouped(table: pd.DataFrame, n_folds: int = 2) -> pd.DataFrame:
+    """The official folds of ``table``, checked: the official test images (and only they) in test,
+    every other image in a fold, each patient in one part."""
+    splits = make_splits(table, n_folds=n_folds, seed=0, test_split="official")
+    official = (table["official_split"] == "test").to_numpy()
+    assert splits["image"].tolist() == table["image"].tolist()
+    assert ((splits["split"] == "test").to_numpy() == official).all()
+    assert (splits.loc[~official, "fold"] >= 0).all() and sorted(splits.loc[~official, "fold"].unique()) == [0, 1]
+    assert splits.attrs["test_split"] == "official" and splits.attrs["test_size"] == official.mean()
+    check_leakage(splits)
+    parts = splits["split"] + splits["fold"].astype(str)
+    assert (parts.groupby(splits["patient_id"]).nunique() == 1).all()  # patient-grouped
+    return splits
+
+
+def test_official_split_mimic_split_file(tmp_path: Path) -> None:
+    table = create_dataset("mimic", root=_mimic_split(tmp_path / "mimic"), check_images=False).table
+    assert table["official_split"].value_counts().to_dict() == {"train": 6, "test": 4, "validate": 2}
+    splits = _official_and_grouped(table)
+    assert sorted(splits.loc[splits["split"] == "test", "image"].str.rsplit("/", n=1).str[-1]) == \
+        ["d50.jpg", "d51.jpg", "d60.jpg", "d61.jpg"]
+    assert (splits.loc[table["official_split"] == "validate", "split"] == "train").all()  # validate: in the folds
+    shared = create_dataset("mimic", root=_mimic_split(tmp_path / "shared", shared=True), check_images=False).table
+    with pytest.raises(LeakageError, match=r"official test set of 'mimic' shares 1 patient\(s\) with the other images, "
+                                           r"e.g. '10000005'"):
+        make_splits(shared, test_split="official")
+
+
+def test_official_split_chexpert_valid_csv(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = _chexpert_valid(tmp_path / "CheXpert-v1.0-small")
+    with pytest.raises(ValueError, match="test_split official: 'chexpert' has no official test images"):
+        make_splits(create_dataset("chexpert", root=root, check_images=False).table, test_split="official")
+    table = create_dataset("chexpert", root=root, check_images=False, include_valid=True).table
+    splits = _official_and_grouped(table)
+    assert sorted(splits.loc[splits["split"] == "test", "patient_id"].unique()) == ["patient64541", "patient64542"]
+    assert main(["folds", "--data", str(root), "--dataset", "chexpert", "--dataset-options", '{"include_valid": true}',
+                 "--test", "official", "--n-folds", "2"]) == 0
+    record = json.loads((root / "folds.json").read_text())
+    assert record["test_split"] == "official" and record["counts"]["test"] == {"images": 4, "patients": 2}
+    assert pd.read_csv(root / "folds.csv", dtype=str)["split"].tolist() == splits["split"].tolist()
+    capsys.readouterr()
+    shared = _chexpert_valid(tmp_path / "shared", shared=True)
+    with pytest.raises(LeakageError, match=r"official test set of 'chexpert' shares 1 patient\(s\) with the other "
+                                           r"images, e.g. 'patient00001'"):
+        make_splits(create_dataset("chexpert", root=shared, check_images=False, include_valid=True).table,
+                    test_split="official")
+    assert main(["folds", "--data", str(shared), "--dataset", "chexpert", "--dataset-options",
+                 '{"include_valid": true}', "--test", "official"]) != 0
+    assert "shares 1 patient(s)" in capsys.readouterr().err and not (shared / "folds.csv").exists()
 
 
 def test_cli_folds_official(tmp_path: Path, gxs_root: Path, capsys: pytest.CaptureFixture) -> None:

@@ -3,7 +3,9 @@
 The tables are read where torchxrayvision is installed (a dev dependency), through a temporary
 dataset folder that links to them (:mod:`cxrkit.tools.real_tables`); they are never copied into
 the repository. Checked: the rows, patients and label counts as published, the views parsed,
-and patient-grouped folds of the full table with no patient crossing parts.
+patient-grouped folds of the full table with no patient crossing parts (each table's made once;
+NIH's by ``make bench``'s function, on the table loaded here), and the figures ``make bench``
+reports: how many patients image-level MIS puts in several parts of real CheXpert.
 
 Published figures: NIH ChestX-ray14, 112,120 images of 30,805 patients and the per-finding
 counts of NIH's release notes (Wang et al., CVPR 2017; the Kaggle "NIH Chest X-rays" page);
@@ -25,8 +27,8 @@ import pandas as pd
 import pytest
 
 from cxrkit.data.datasets import create_dataset
-from cxrkit.data.splits import check_leakage, leakage_report, make_splits
-from cxrkit.tools.real_tables import missing_reason, stage
+from cxrkit.data.splits import LeakageError, check_leakage, leakage_report, make_splits
+from cxrkit.tools.real_tables import missing_reason, real_table_bench, stage
 
 pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))
 
@@ -46,14 +48,27 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return {"load": load}
 
 
+@pytest.fixture(scope="module")
+def bench(tables: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], dict[str, pd.DataFrame]]:
+    """``make bench``'s real-table rows, on the tables loaded above, and the folds it made."""
+    folds: dict[str, pd.DataFrame] = {}
+    rows = real_table_bench(tmp_path_factory.mktemp("bench"), folds=folds,
+                            datasets={"nih": tables["load"]("nih"), "chexpert": tables["load"]("chexpert")})
+    return rows, folds
+
+
 def _counts(table: pd.DataFrame, labels: list[str]) -> dict[str, tuple[int, int, int]]:
     """Per label: (positives, negatives, unknown)."""
     return {lab: (int((table[lab] == 1).sum()), int((table[lab] == 0).sum()), int(table[lab].isna().sum()))
             for lab in labels}
 
 
-def _grouped_folds_do_not_leak(table: pd.DataFrame, labels: list[str]) -> None:
-    splits = make_splits(table, labels, n_folds=3, test_size=0.2, seed=0)
+def _grouped_folds_do_not_leak(table: pd.DataFrame, labels: list[str], splits: pd.DataFrame | None = None) -> None:
+    """The patient-grouped folds of ``table`` (3 folds, test 0.2, seed 0; made here unless given):
+    no patient in two parts, folds of equal size, test 20% of the images."""
+    if splits is None:
+        splits = make_splits(table, labels, n_folds=3, test_size=0.2, seed=0)
+    assert len(splits) == len(table)
     check_leakage(splits)
     assert leakage_report(splits).empty
     sizes = splits.loc[splits["split"] == "train", "fold"].value_counts()
@@ -75,7 +90,7 @@ def test_nih_real_table(tables: dict) -> None:
     assert not t[ds.labels].isna().any().any()
     assert t["view"].value_counts().to_dict() == {"PA": 67_310, "AP": 44_810}
     assert t["patient_id"].str.fullmatch(r"\d+").all() and t["image"].iloc[0] == "00000001_000.png"
-    _grouped_folds_do_not_leak(t, ds.labels)
+    # its patient-grouped folds: test_real_table_bench (the bench makes them; they are made once)
 
 
 CHEXPERT_COUNTS = {  # label: positives, negatives (0 and blank, blank: zeros), unknown (-1, ignore)
@@ -141,15 +156,38 @@ def test_vindr_real_table(tables: dict) -> None:
     ds = tables["load"]("vindr")
     t = ds.table
     assert len(t) == 15_000 and (t["patient_id"] == t["image"]).all() and (t["official_split"] == "train").all()
-    assert ds.quality["readers"]["train"] == {"file": "vinbigdata-train.csv.gz", "images": 15_000, "reads": 45_000,
-                                              "readers_per_image": {3: 15_000}}
+    assert ds.quality["readers"]["train"] == {
+        "file": "vinbigdata-train.csv.gz", "images": 15_000, "reads": 45_000, "readers_per_image": {3: 15_000},
+        "aggregation": "majority", "disagreement": {"images": 3_278, "values": 7_059},
+        "made_nan": {"any": 0, "majority": 0, "consensus": 7_059}, "made_nan_labels": {}}  # 3 readers: no tie
     assert ds.quality["not_annotated"] == ["Edema", "Fracture", "Pneumonia", "Emphysema"]
     assert t["No Finding"].sum() == 10_606 and t["Cardiomegaly"].sum() == 1_817  # majority of 3
     assert t["path"].iloc[0].endswith(f"train/{t['image'].iloc[0]}.dicom")
     by_policy = {p: tables["load"]("vindr", aggregation=p).table["Cardiomegaly"] for p in ("any", "consensus")}
     assert by_policy["any"].sum() == 2_300 and by_policy["consensus"].sum() == 1_297
     assert by_policy["consensus"].isna().sum() == 1_003  # 1 or 2 of 3 readers
+    assert ds.quality["readers"]["train"]["made_nan"]["consensus"] == 7_059 == sum(
+        tables["load"]("vindr", aggregation="consensus").quality["readers"]["train"]["made_nan_labels"].values())
     _grouped_folds_do_not_leak(t, ds.labels)
+
+
+@pytest.mark.slow
+def test_real_table_bench(tables: dict, bench: tuple[list[dict], dict[str, pd.DataFrame]]) -> None:
+    """``make bench``'s rows: the NIH folds (checked here: patient-grouped, no leak) and the
+    patients image-level MIS leaks on real CheXpert, as the README states them."""
+    rows, folds = bench
+    nih_row, leak_row = rows
+    assert nih_row["setting"] == "30805 patients, 112120 images, 15 labels, 3 folds + test 0.2"
+    assert nih_row["seconds"] > 0 and nih_row["images/s"] == pytest.approx(112_120 / nih_row["seconds"])
+    nih = tables["load"]("nih")
+    _grouped_folds_do_not_leak(nih.table, nih.labels, folds["nih"])
+    assert leak_row["setting"] == "64540 patients, 223414 images, 3 folds + test 0.2"
+    assert (leak_row["patients_crossing"], leak_row["images_of_crossing_patients"]) == (36_861, 189_979)
+    image_level = folds["chexpert"]  # the folds those figures are of
+    assert image_level.attrs["group"] == "image" and len(image_level) == 223_414
+    with pytest.raises(LeakageError, match=r"^36861 patient\(s\) appear in more than one fold or in both test and "
+                                           r"train \(189979 images\)"):
+        check_leakage(image_level)
 
 
 def test_real_tables_are_linked_not_copied(tmp_path: Path) -> None:

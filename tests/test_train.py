@@ -57,6 +57,7 @@ def test_run_writes_every_output(tiny_cfg):
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["params"]["fold"] == tiny_cfg.fold and "torch" in prov["packages"]
     assert len(prov["data_fingerprint"]) >= 8 and "commit" in prov["git"]
+    assert prov["dataset_quality"] == {"view_replaced": 0}  # the loader's counts (CXRDataset.quality)
     meta = json.loads((out / "pred_test.json").read_text())
     assert meta["split"] == "test" and meta["tta"] is True and meta["data_fingerprint"] == prov["data_fingerprint"]
     val, test = _preds(out), _preds(out, "pred_test.csv")

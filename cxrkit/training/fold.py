@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,9 @@ class FoldData:
     csv_digest: str = ""
     decoding: dict[str, int] = field(default_factory=dict)  #: images decoded each way (CXRDataset.decoding)
     check_recorded: str | None = None  #: the image check's record read instead of decoding, if any
+    #: what the loader kept, dropped, set missing or converted (CXRDataset.quality: views, CheXpert
+    #: ages of 0, VinDr readers and aggregation, a merged dataset's sources, images converted to grey)
+    quality: dict[str, Any] = field(default_factory=dict)
 
 
 def _check_cache_dir(cfg: TrainConfig) -> None:
@@ -130,4 +134,5 @@ def load_fold(cfg: TrainConfig, report_dir: Path) -> FoldData:
                           f"positives and negatives, so its macro AUC (the model-selection metric) is undefined")
     return FoldData(table, ds.labels, np.asarray(train_idx), np.asarray(val_idx), np.asarray(test_indices(splits)),
                     fingerprint(ds.table_before_exclusion), file_digest(splits_path), files_digest(ds.source_files),
-                    decoding=ds.decoding, check_recorded=str(ds.check_recorded) if ds.check_recorded else None)
+                    decoding=ds.decoding, check_recorded=str(ds.check_recorded) if ds.check_recorded else None,
+                    quality=ds.quality)

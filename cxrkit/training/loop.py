@@ -13,7 +13,9 @@ written (:mod:`~cxrkit.training.tracking`).
 
 A run folder holds: ``params.json`` and ``provenance.json`` (parameters, git revision, package
 versions, device, data fingerprint, ``image_decoding``: the image policy with every default filled
-in, the decoder version and how many images were decoded each way), ``history.csv`` (one row per epoch), ``last.pt`` (written
+in, the decoder version and how many images were decoded each way; ``dataset_quality``: the loader's
+counts, ``CXRDataset.quality``: views kept and dropped, ages made missing, VinDr's readers and
+aggregation, a merged dataset's sources, images converted to grey), ``history.csv`` (one row per epoch), ``last.pt`` (written
 atomically after every epoch; an interrupted run resumes from it), ``best.pt`` (the evaluated
 model of the epoch with the best validation macro AUC: the EMA, or with ``ema_refiner: false``
 the EMA backbone and the live refiner), ``pred_val.csv`` / ``pred_test.csv`` (with flip
@@ -133,7 +135,8 @@ def _write_record(out: Path, params: dict[str, Any], device: torch.device, dist:
         "resumed_from_epoch": state["epoch"] if state else None,
         "image_decoding": {"policy": ImagePolicy.parse(params["image_policy"]).as_dict(),
                            "decoder_version": DECODE_VERSION, "images": data.decoding,
-                           "check_recorded": data.check_recorded}})
+                           "check_recorded": data.check_recorded},
+        "dataset_quality": data.quality})
 
 
 def _epoch(run: Run, progress: Progress, identity: dict[str, str], fault_hook: FaultHook | None,

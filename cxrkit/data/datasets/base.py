@@ -19,7 +19,13 @@ import pandas as pd
 
 from cxrkit.data.datasets.fields import Built
 from cxrkit.data.datasets.known import refuse_known_bad, with_known_reasons
-from cxrkit.data.images import REORIENTED_COLUMNS, REORIENTED_REPORT, ImagePolicy, decoding_counts
+from cxrkit.data.images import (
+    CONVERTED_TO_GREY,
+    REORIENTED_COLUMNS,
+    REORIENTED_REPORT,
+    ImagePolicy,
+    decoding_counts,
+)
 from cxrkit.data.images import (
     scan_images as _scan_image_files,  # __init__ has a parameter check_images
 )
@@ -62,7 +68,8 @@ class CXRDataset:
         labels: its label columns.
         quality: what the loader kept, dropped or set missing, by step (``views``: the views kept
             and the images kept and dropped per view; format steps such as CheXpert's ages of 0
-            set missing), for the data-quality report.
+            set missing; ``converted_to_grey``: images stored in colour, with a palette or with
+            alpha, decoded to grey levels, when there are any), for the data-quality report.
         side_files: label files read besides ``csv`` (split lists, metadata, a test file).
         excluded: excluded rows (image, path, reason); empty unless ``on_bad_image="exclude"``.
         reoriented: rows whose image is stored rotated or mirrored and decoded upright
@@ -170,6 +177,11 @@ class CXRDataset:
             )
         self._record_reoriented(table, turned, report_dir)
         self.decoding = decoding_counts(scan.decoded, table["path"])
+        converted = {way: n for way, n in self.decoding.items() if way.endswith(CONVERTED_TO_GREY)}
+        if converted:
+            self.quality["converted_to_grey"] = sum(converted.values())
+            logger.warning("%s: %d image(s) stored in colour, with a palette or with alpha, decoded to grey levels: %s",
+                           self.name, self.quality["converted_to_grey"], converted)
         return table
 
     def __len__(self) -> int:

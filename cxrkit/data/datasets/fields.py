@@ -91,9 +91,12 @@ def parse_labels(
     out: dict[str, np.ndarray] = {}
     problems = []
     for lab in labels:
-        text = raw[lab].str.strip()
-        is_blank = (text == "").to_numpy()
-        num = pd.to_numeric(text.where(~is_blank), errors="coerce").to_numpy(dtype=np.float64)
+        # each distinct cell is parsed once (a label column holds a handful: '1.0', '0', '-1', '')
+        codes, distinct = pd.factorize(raw[lab], use_na_sentinel=False)
+        text = pd.Series(distinct, dtype=object).str.strip()
+        blank_text = (text == "").to_numpy()
+        parsed = pd.to_numeric(text.where(~blank_text), errors="coerce").to_numpy(dtype=np.float64)
+        is_blank, num = blank_text[codes], parsed[codes]
         bad = ~np.isin(num, list(accepted)) & ~(is_blank & (blank is not None))
         if bad.any():
             problems.append(f"column {lab!r}: {lines_of(bad, lines, raw[lab])}")

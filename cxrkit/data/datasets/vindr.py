@@ -160,12 +160,15 @@ class VinDrCXR(CXRDataset):
         else:
             readers = self._label_readers(raw, file)
         counts = readers.groupby("image_id", sort=False).size()
-        y = self.aggregate(readers, self.format_options["aggregation"])
+        policy = self.format_options["aggregation"]
+        by_policy = {p: self.aggregate(readers, p) for p in AGGREGATIONS}
+        y = by_policy[policy]
         image = pd.Series(y.index, dtype=object)
         first_line = raw.drop_duplicates("image_id").set_index("image_id")["_line"].loc[image].reset_index(drop=True)
         self.quality.setdefault("readers", {})[split] = {"file": file.name,
             "images": len(y), "reads": int(counts.sum()),
-            "readers_per_image": {int(k): int(v) for k, v in counts.value_counts().sort_index().items()}}
+            "readers_per_image": {int(k): int(v) for k, v in counts.value_counts().sort_index().items()},
+            **agreement(by_policy, policy)}
         rel = split + "/" + image + ".dicom"
         table = assemble(image, self._paths(rel, image), image, image, pd.Series(np.nan, index=image.index, dtype=object),
                          {"official_split": pd.Series(split, index=image.index, dtype=object)},
@@ -256,3 +259,24 @@ class VinDrCXR(CXRDataset):
         probe = np.unique(np.linspace(0, len(rel) - 1, min(SAMPLE_PATHS, len(rel))).astype(int)) if len(rel) else []
         hits = [sum(Path(p.iloc[i]).exists() for i in probe) for p in (nested, flat)]
         return flat if hits[1] > hits[0] else nested
+
+
+def agreement(by_policy: dict[str, pd.DataFrame], policy: str) -> dict[str, Any]:
+    """How far the readers of a label file agree, from its labels under each policy
+    (:meth:`VinDrCXR.aggregate`, one table per name of :data:`AGGREGATIONS`), for ``quality``.
+
+    Returns:
+        ``aggregation`` (the policy in use); ``disagreement``: the ``images`` with at least one
+        label its readers differ on and the image-label ``values`` they differ on (given a value
+        by some reader, not the same by all); ``made_nan``: per policy, the values it turns into
+        NaN although some reader gave one (``any`` none, ``majority`` its ties, ``consensus``
+        every disagreement); ``made_nan_labels``: those of the policy in use, per label (labels
+        with none left out).
+    """
+    annotated = by_policy["any"].notna()  # some reader gives the label a value
+    differ = by_policy["consensus"].isna() & annotated
+    made_nan = {p: by_policy[p].isna() & annotated for p in AGGREGATIONS}
+    return {"aggregation": policy,
+            "disagreement": {"images": int(differ.any(axis=1).sum()), "values": int(differ.to_numpy().sum())},
+            "made_nan": {p: int(m.to_numpy().sum()) for p, m in made_nan.items()},
+            "made_nan_labels": {str(lab): int(n) for lab, n in made_nan[policy].sum().items() if n}}

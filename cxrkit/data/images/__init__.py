@@ -16,7 +16,7 @@ refuse (or exclude) unusable ones before training.
 from cxrkit.data.images.decode import DECODE_VERSION, Decoded, decode, load_image
 from cxrkit.data.images.dicom import DECODER_PACKAGES, is_dicom
 from cxrkit.data.images.policy import ImagePolicy, Unusable
-from cxrkit.data.images.raster import EXIF_ORIENTATIONS
+from cxrkit.data.images.raster import CONVERTED_TO_GREY, EXIF_ORIENTATIONS
 from cxrkit.data.images.scan import ImageScan, check_images, decoding_counts, scan_images
 
 #: Report of the images decoded with their EXIF orientation, written to a dataset's report_dir.
@@ -24,6 +24,7 @@ REORIENTED_REPORT = "reoriented_images.csv"
 REORIENTED_COLUMNS = ("image", "path", "exif_orientation", "applied")
 
 __all__ = [
+    "CONVERTED_TO_GREY",
     "DECODER_PACKAGES",
     "DECODE_VERSION",
     "EXIF_ORIENTATIONS",

@@ -33,8 +33,8 @@ from cxrkit.utils.files import atomic_write
 
 logger = logging.getLogger("cxrkit.datasets")
 
-#: Format of the record file.
-RECORD_VERSION = 1
+#: Format of the record file. 2: images stored in colour are recorded as converted to grey.
+RECORD_VERSION = 2
 #: Packages whose version can change how an image decodes or whether it can.
 DECODING_PACKAGES = ("pillow", "numpy", "pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg",
                      "pylibjpeg-rle", "python-gdcm")

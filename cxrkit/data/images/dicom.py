@@ -4,7 +4,8 @@ LUT, then the VOI the file declares or the percentile window
 
 What cannot be used is refused with the reason (:class:`~cxrkit.data.images.policy.Unusable`): no
 pixel data, several frames, colour, a transfer syntax no installed handler decodes (naming the
-PyPI packages that would), every pixel one value.
+PyPI packages that would), compressed data every installed handler fails on (naming pydicom's
+handlers that are not installed, e.g. ``python-gdcm``), every pixel one value.
 
 Sources: DICOM PS3.3 C.7.6.3 (Image Pixel module), C.11.1 (Modality LUT), C.11.2 (VOI LUT);
 pydicom's :func:`~pydicom.pixels.apply_modality_lut`, :func:`~pydicom.pixels.apply_voi` and
@@ -41,6 +42,10 @@ DECODER_PACKAGES: dict[str, str] = {
     dicom_uid.JPEG2000Lossless: _J2K, dicom_uid.JPEG2000: _J2K, dicom_uid.HTJ2KLossless: _J2K,
     dicom_uid.HTJ2KLosslessRPCL: _J2K, dicom_uid.HTJ2K: _J2K, dicom_uid.RLELossless: "pylibjpeg pylibjpeg-rle",
 }
+
+#: pydicom's pixel-data decoding plugins -> the PyPI packages that provide them.
+PLUGIN_PACKAGES: dict[str, str] = {"gdcm": "python-gdcm", "pyjpegls": "pyjpegls", "pylibjpeg": "pylibjpeg",
+                                   "pillow": "pillow"}
 
 
 class DicomImage(NamedTuple):
@@ -81,10 +86,18 @@ def check_dicom(ds: Dataset) -> None:
     if frames > 1:
         raise Unusable(f"multi-frame DICOM ({frames} frames); a radiograph is one frame")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if not photometric:
+        raise Unusable("no photometric interpretation (0028,0004): whether 0 is black (MONOCHROME2) or white "
+                       "(MONOCHROME1) is unknown; only MONOCHROME1/2 greyscale is used")
     if photometric not in GREYSCALE or int(ds.get("SamplesPerPixel") or 1) != 1:
-        raise Unusable(f"colour DICOM (photometric interpretation {photometric or 'missing'}, "
+        raise Unusable(f"colour DICOM (photometric interpretation {photometric}, "
                        f"{ds.get('SamplesPerPixel', '?')} samples per pixel); only MONOCHROME1/2 greyscale is used")
     _check_transfer_syntax(ds)
+
+
+def _syntax_name(tsyntax: dicom_uid.UID) -> str:
+    """``JPEG Extended (Process 2 and 4) (1.2.840.10008.1.2.4.51)``, or the UID when unnamed."""
+    return f"{tsyntax.name} ({tsyntax})" if tsyntax.name != tsyntax else str(tsyntax)
 
 
 def _check_transfer_syntax(ds: Dataset) -> None:
@@ -92,7 +105,7 @@ def _check_transfer_syntax(ds: Dataset) -> None:
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if tsyntax is None:
         raise Unusable("DICOM without a transfer syntax (0002,0010) in its file meta information")
-    name = f"{tsyntax.name} ({tsyntax})" if tsyntax.name != tsyntax else str(tsyntax)
+    name = _syntax_name(tsyntax)
     try:
         decoder = get_decoder(tsyntax)
     except NotImplementedError:
@@ -102,6 +115,30 @@ def _check_transfer_syntax(ds: Dataset) -> None:
         package = DECODER_PACKAGES.get(tsyntax, "a pydicom pixel-data plugin")
         raise Unusable(f"transfer syntax {name} needs a pixel-data decoder that is not installed: "
                        f"pip install {package} ({'; '.join(decoder.missing_dependencies)})")
+
+
+def _stored_pixels(ds: Dataset) -> np.ndarray:
+    """The stored pixel values (``ds.pixel_array``).
+
+    Raises:
+        Unusable: compressed pixel data that every installed decoder failed on (each one's
+            reason), naming the PyPI packages of pydicom's other decoders (e.g. ``python-gdcm``
+            for a JPEG that libjpeg rejects), or saying how to convert the file.
+        Exception: what pydicom raises for pixel data it cannot decode (e.g. too short).
+    """
+    try:
+        return ds.pixel_array
+    except RuntimeError as exc:
+        tsyntax = ds.file_meta.TransferSyntaxUID
+        decoder = get_decoder(tsyntax)
+        if not decoder.is_encapsulated or not str(exc).startswith("Unable to decode"):
+            raise
+        reasons = "; ".join(line.strip() for line in str(exc).splitlines()[1:])
+        others = [PLUGIN_PACKAGES.get(m.split(" - ")[0].strip(), m) for m in decoder.missing_dependencies]
+        hint = (f"another of pydicom's decoders may: pip install {' '.join(others)}" if others else
+                "convert the file to an uncompressed transfer syntax first (e.g. with GDCM's `gdcmconv --raw`)")
+        raise Unusable(f"transfer syntax {_syntax_name(tsyntax)}: the installed pixel-data decoders "
+                       f"({', '.join(decoder.available_plugins)}) cannot decode it ({reasons}); {hint}") from None
 
 
 def _header_voi(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, str] | None:
@@ -146,10 +183,11 @@ def dicom_to_uint8(ds: Dataset, policy: ImagePolicy) -> DicomImage:
         :class:`DicomImage`.
 
     Raises:
-        Unusable: every stored pixel one value, an empty percentile window, a malformed VOI.
+        Unusable: every stored pixel one value, an empty percentile window, a malformed VOI,
+            compressed pixel data no installed decoder reads (:func:`_stored_pixels`).
         Exception: what pydicom raises for pixel data it cannot decode (e.g. too short).
     """
-    stored = ds.pixel_array
+    stored = _stored_pixels(ds)
     if stored.ndim != 2:
         raise Unusable(f"DICOM pixel data of shape {stored.shape}, not one greyscale frame")
     low, high = stored.min(), stored.max()

@@ -1,6 +1,12 @@
 """Raster images through Pillow: 8-bit PNG and JPEG (and whatever else Pillow opens), 16-bit
 greyscale PNG and TIFF under the :class:`~cxrkit.data.images.policy.ImagePolicy`, every one upright
-with its EXIF orientation applied (:func:`PIL.ImageOps.exif_transpose`)."""
+with its EXIF orientation applied (:func:`PIL.ImageOps.exif_transpose`).
+
+An image stored in colour, with a palette or with alpha is decoded to grey levels (not refused:
+radiographs are often saved that way, e.g. RGBA PNGs or 3-channel JPEGs of grey pixels, and
+refusing them would shut out whole public datasets), and never silently: its decoding says so
+(``JPEG 8-bit, colour (RGB) converted to grey``), the image check counts it and the dataset
+records the count (``quality["converted_to_grey"]``) and warns."""
 
 from __future__ import annotations
 
@@ -15,6 +21,18 @@ from cxrkit.data.tables import DataError
 
 #: Pillow modes of 16-bit greyscale images (PNG, TIFF), decoded under the policy's ``png16``.
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+#: Said of an image stored in colour, with a palette or with alpha, and decoded to grey levels:
+#: ``PNG 8-bit, colour (RGB) converted to grey`` (:data:`STORED_MODES`); counted by the image check.
+CONVERTED_TO_GREY = "converted to grey"
+#: Pillow modes other than grey, as the decoding's record names them. Pillow's conversion to grey
+#: (L) takes the luma of a colour pixel (ITU-R 601-2: L = 0.299 R + 0.587 G + 0.114 B), of a
+#: palette entry for a palette image, and ignores alpha (transparency is not composited).
+STORED_MODES: dict[str, str] = {
+    "RGB": "colour (RGB)", "RGBA": "colour with alpha (RGBA, alpha ignored)", "RGBX": "colour (RGBX)",
+    "CMYK": "colour (CMYK)", "YCbCr": "colour (YCbCr)", "P": "palette (P)",
+    "PA": "palette with alpha (PA, alpha ignored)", "LA": "grey with alpha (LA, alpha ignored)",
+}
 
 #: EXIF orientations that :func:`PIL.ImageOps.exif_transpose` applies (1 = stored upright), with
 #: what it does to the stored pixels.
@@ -53,8 +71,14 @@ def _orientation(img: Image.Image) -> int | None:
     return value if value in EXIF_ORIENTATIONS else None
 
 
-def _grey8(img: Image.Image, fmt: str, policy: ImagePolicy) -> tuple[Image.Image, str]:
-    """An opened, upright image as 8-bit greyscale (mode L), and how.
+def stored_as(mode: str) -> str:
+    """What a Pillow mode stores, in words, for the decoding's record (e.g. ``colour (RGB)``)."""
+    return STORED_MODES.get(mode, f"mode {mode}")
+
+
+def _grey8(img: Image.Image, fmt: str, policy: ImagePolicy, stored: str) -> tuple[Image.Image, str]:
+    """An opened, upright image as 8-bit greyscale (mode L), and how; ``stored`` is its mode in
+    the file (a JPEG drafted in grey is decoded as L, but recorded as what it stores).
 
     Raises:
         Unusable: 32-bit integer or float pixels; a 16-bit image the policy refuses.
@@ -65,7 +89,11 @@ def _grey8(img: Image.Image, fmt: str, policy: ImagePolicy) -> tuple[Image.Image
     if img.mode in ("I", "F"):
         kind = "integer" if img.mode == "I" else "floating-point"
         raise Unusable(f"unsupported mode {img.mode} (32-bit {kind} pixels); convert to 16 or 8 bits")
-    return img.convert("L"), f"{fmt} 8-bit"
+    if stored == "L":
+        return img.convert("L"), f"{fmt} 8-bit"
+    if stored == "1":
+        return img.convert("L"), f"{fmt} 1-bit, black and white as 0 and 255"
+    return img.convert("L"), f"{fmt} 8-bit, {stored_as(stored)} {CONVERTED_TO_GREY}"
 
 
 def decode_raster(path: str | os.PathLike, policy: ImagePolicy, draft: int | None = None) -> Raster:
@@ -85,11 +113,11 @@ def decode_raster(path: str | os.PathLike, policy: ImagePolicy, draft: int | Non
         Exception: whatever Pillow raises for a file it cannot decode (missing, truncated, ...).
     """
     with Image.open(path) as img:
-        fmt = img.format or "image"
+        fmt, stored = img.format or "image", img.mode
         if draft is not None and fmt == "JPEG":
             img.draft("L", (draft, draft))
         turn = _orientation(img)
         ImageOps.exif_transpose(img, in_place=True)
-        grey, how = _grey8(img, fmt, policy)
+        grey, how = _grey8(img, fmt, policy, stored)
         grey.load()
         return Raster(grey, how, turn)

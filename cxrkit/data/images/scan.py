@@ -1,6 +1,6 @@
 """The up-front image check: :func:`scan_images` decodes a dataset's images in parallel, before
 any training, to refuse (or exclude) unusable ones with the reason, and says how each good one is
-decoded and which are turned upright."""
+decoded (the images converted to grey from colour counted), and which are turned upright."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pandas as pd
 
 from cxrkit.data.images.decode import decode
 from cxrkit.data.images.policy import ImagePolicy, Unusable
-from cxrkit.data.images.raster import EXIF_ORIENTATIONS, guard_truncated_flag
+from cxrkit.data.images.raster import CONVERTED_TO_GREY, EXIF_ORIENTATIONS, guard_truncated_flag
 
 #: Side a JPEG is drafted to while checking (a reduced DCT scale still reads every byte).
 CHECK_DRAFT = 64
@@ -37,6 +37,12 @@ class ImageScan(NamedTuple):
     bad: pd.DataFrame
     reoriented: pd.DataFrame
     decoded: pd.DataFrame
+
+    @property
+    def converted(self) -> pd.DataFrame:
+        """The good images stored in colour, with a palette or with alpha and decoded to grey
+        levels (``path``, ``decoding``, e.g. ``PNG 8-bit, colour (RGB) converted to grey``)."""
+        return self.decoded[self.decoded["decoding"].str.endswith(CONVERTED_TO_GREY)].reset_index(drop=True)
 
 
 def _check_one(path: str, policy: ImagePolicy) -> _Found:
