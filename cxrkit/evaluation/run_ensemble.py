@@ -30,6 +30,7 @@ from cxrkit.evaluation.predictions import write_predictions
 from cxrkit.evaluation.sources import ImageSource
 from cxrkit.evaluation.tta import probabilities
 from cxrkit.utils.amp import autocast_context
+from cxrkit.utils.memory_format import channels_last_default
 from cxrkit.utils.provenance import environment
 
 #: What the members of an ensemble must agree on, with its name in the refusal.
@@ -160,7 +161,7 @@ def predict_ensemble(members: Sequence[Member], paths: Sequence[str], device: to
     bar = tqdm(loader, disable=not progress, desc=f"infer ({len(members)} run(s){', flip TTA' if tta else ''})",
                unit="batch")
     for batch, _, _ in bar:
-        x = to_model_input(batch, first.mean, first.std, device, channels_last=device.type == "cuda")
+        x = to_model_input(batch, first.mean, first.std, device, channels_last=channels_last_default(device))
         with autocast_context(device, amp):
             total = sum(probabilities(m.model, x, tta).double() for m in members)
         out.append((total / len(members)).cpu().numpy())

@@ -12,6 +12,7 @@ import torch
 
 from cxrkit.data.pipeline import to_model_input
 from cxrkit.utils.amp import autocast_context
+from cxrkit.utils.memory_format import channels_last_default
 
 
 @torch.no_grad()
@@ -43,7 +44,7 @@ def _predict(model: torch.nn.Module, loader: torch.utils.data.DataLoader, device
     model.eval()
     out: list[tuple[torch.Tensor, ...]] = []
     for images, _, _ in tqdm(loader, disable=not progress, desc="predict", leave=False):
-        x = to_model_input(images, mean, std, device, channels_last=device.type == "cuda")
+        x = to_model_input(images, mean, std, device, channels_last=channels_last_default(device))
         with autocast_context(device, amp):
             out.append(tuple(p.float().cpu() for p in views(x)))
     if not out:

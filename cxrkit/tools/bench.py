@@ -68,10 +68,11 @@ def refiner_share(backbone: str = "seresnext101_32x4d", size: int = 380, batch: 
                   repeats: int = 2, device: str = "cpu") -> dict[str, float]:
     """Seconds of a full training step vs the sparse refiner's forward + penalty + backward.
 
-    On CUDA the step runs as in training (fp16 autocast, channels-last) and both timings
+    The step runs as in training (channels-last on CUDA and CPU; fp16 autocast on CUDA) and both timings
     synchronise the device.
     """
     from cxrkit.utils.amp import autocast_context
+    from cxrkit.utils.memory_format import channels_last_default
 
     dev = torch.device(device)
 
@@ -81,11 +82,12 @@ def refiner_share(backbone: str = "seresnext101_32x4d", size: int = 380, batch: 
 
     torch.manual_seed(0)
     model = create_model(backbone, 14, refiner="sparse", drop_rate=0.4).to(dev)
-    if dev.type == "cuda":
+    x = torch.randn(batch, 3, size, size, device=dev)
+    if channels_last_default(dev):
         model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4)
     loss_fn = create_loss("asl")
-    x = torch.randn(batch, 3, size, size, device=dev)
     y = (torch.rand(batch, 14, device=dev) < 0.3).float()
 
     def step() -> None:

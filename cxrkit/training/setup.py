@@ -25,6 +25,7 @@ from cxrkit.training.distributed import Dist
 from cxrkit.training.ema import create_ema
 from cxrkit.training.fold import FoldData
 from cxrkit.training.optim import cosine_with_warmup, param_groups
+from cxrkit.utils.memory_format import channels_last_default
 from cxrkit.utils.paths import data_dir, resolve
 
 #: ``subset(row indices, augmentation or None)``: the images of those rows of the dataset table.
@@ -113,7 +114,7 @@ def set_up(cfg: TrainConfig, data: FoldData, dist: Dist, device: torch.device, a
                          refiner_kwargs=refiner_kwargs(cfg))
     model.fit_prior(y[data.train_idx])
     model.to(device)
-    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    channels_last = channels_last_default(device) if cfg.channels_last is None else cfg.channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)
     criterion = create_loss(cfg.loss, train_labels=y[data.train_idx], reduction=cfg.loss_reduction,

@@ -39,6 +39,7 @@ from cxrkit.training.distributed import pick_device
 from cxrkit.training.resume import TrainingError
 from cxrkit.utils.amp import resolve_amp
 from cxrkit.utils.files import check_writable
+from cxrkit.utils.memory_format import channels_last_default
 from cxrkit.utils.params import ConfigError, from_dict
 from cxrkit.utils.paths import resolve
 
@@ -127,7 +128,7 @@ def load_runs(runs: Sequence[str | os.PathLike], device: torch.device) -> list[M
             raise RunMismatch(f"{member.run}/best.pt does not fit the model its parameters build "
                               f"({member.record['backbone']}, refiner {member.record['refiner']}): {exc}") from None
         member.model.to(device).eval()
-        if device.type == "cuda":
+        if channels_last_default(device):
             member.model.to(memory_format=torch.channels_last)
     return members
 
