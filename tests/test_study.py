@@ -4,6 +4,7 @@ study with its report, skipping of unchanged steps and failures naming the noteb
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from study_helpers import fake_study as _fake_study
 from study_helpers import smoke_copy as _smoke_copy
 from study_helpers import tiny_gxs as _tiny_gxs
 
-from cxrkit.study import StudyError, load_study, run_study
+from cxrkit.study import StudyError, load_study, plan, run_study
 from cxrkit.utils.params import ConfigError
 from cxrkit.utils.paths import project_root
 
@@ -332,6 +333,21 @@ def test_changed_data_reruns_every_step(tmp_path, fake_notebooks):
     _tiny_gxs(tmp_path / "data", n=8, flip=3)  # two more images
     run_study(params, progress=False)
     assert len(run.ran) == n_steps
+
+
+def test_a_deleted_run_is_trained_again_and_read_again(tmp_path, fake_notebooks):
+    run = fake_notebooks
+    params = _fake_study(tmp_path, variants=["none", "sparse"])
+    run_study(params, progress=False)
+    cfg = load_study(params)
+    run.ran.clear()
+    shutil.rmtree(cfg.train_dir(1, "sparse"))  # the user deletes one run to train it again
+    run_study(params, progress=False)
+    after = [st.name for st in plan(cfg, str(params)) if st.notebook > "03_train"]
+    assert run.ran == ["03_train_fold1_refinersparse", *after]  # the other runs are kept
+    run.ran.clear()
+    run_study(params, progress=False)
+    assert run.ran == []  # and then nothing is left to do
 
 
 def test_step_key_depends_on_the_data_fingerprint(tmp_path):

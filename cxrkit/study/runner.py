@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrkit.study.cluster import check_executor
-from cxrkit.study.config import StudyError, load_study
+from cxrkit.study.config import StudyConfig, StudyError, load_study
 from cxrkit.study.data import data_fingerprint, external_fingerprint
 from cxrkit.study.jobs import JobLauncher
 from cxrkit.study.outputs import HEADLINES, MANIFEST, forget_step, read_json
@@ -151,7 +151,7 @@ def run_study(params_file: str | Path, *, force: bool = False, only: Sequence[st
     step_data = {"07_external": external_fingerprint(cfg, progress=progress)}  # "" without external:
     launcher = JobLauncher(executor, cluster, out / "jobs", cfg.name, progress) if cluster else None
     todo = _steps_to_run(steps, state, out, key_text(params_path), data_fp, force=force, only=only,
-                         progress=progress, step_data=step_data)
+                         progress=progress, step_data=step_data, gone=lambda st: _run_gone(cfg, st))
     quiet_kernel_loggers()  # the kernels' routine warnings stay out of the terminal, errors do not
     create_study_experiment(cfg)  # with train.tracking.mlflow: before parallel training runs race to create it
     tracker = StudyProgress([st.notebook for st, _ in todo], jobs or len(todo) or 1)
@@ -205,22 +205,37 @@ def _open_report(out: Path, params_path: Path, steps: list[Step]) -> dict[str, A
     return state
 
 
+def _run_gone(cfg: StudyConfig, step: Step) -> bool:
+    """Whether ``step`` is a training notebook whose run has no ``metrics.json`` any more (its run
+    folder deleted or moved since the step ran)."""
+    if step.notebook != "03_train":
+        return False
+    p = step.parameters
+    return not (cfg.train_dir(p["fold"], p["refiner"], p.get("seed")) / "metrics.json").is_file()
+
+
 def _steps_to_run(steps: list[Step], state: dict[str, Any], out: Path, params_text: str, data_fp: str, *,
                   force: bool, only: Sequence[str] | None, progress: bool,
-                  step_data: dict[str, str] | None = None) -> list[tuple[Step, str]]:
+                  step_data: dict[str, str] | None = None,
+                  gone: Callable[[Step], bool] = lambda step: False) -> list[tuple[Step, str]]:
     """The steps that must run, with their keys: keys chain through the plan, so a changed step
-    re-runs everything after it; a step whose key, status and notebook are unchanged is skipped.
+    re-runs everything after it; a step whose key, status and notebook are unchanged is skipped,
+    unless ``gone(step)`` (a training step whose run was deleted: it trains it again, and the
+    notebooks after the training notebooks, which read that run, run again too).
     ``step_data`` adds the fingerprint of further data to one notebook's key (``07_external``: the
     external site's)."""
     todo: list[tuple[Step, str]] = []
-    upstream = ""
+    upstream, retrained = "", False
     for step in steps:
         key = _step_key(step, params_text, upstream, data_fp + (step_data or {}).get(step.notebook, ""))
         upstream = hashlib.sha256((upstream + key).encode()).hexdigest()
         if only and not any(step.name.startswith(o) for o in only):
             continue
         prev = state.get(step.name, {})
-        if not force and prev.get("key") == key and prev.get("status") == "ok" and (out / "notebooks" / f"{step.name}.ipynb").is_file():
+        retrained = retrained or gone(step)
+        if not force and prev.get("key") == key and prev.get("status") == "ok" \
+                and (out / "notebooks" / f"{step.name}.ipynb").is_file() and not gone(step) \
+                and not (retrained and step.notebook > "03_train"):
             if progress:
                 print(f"[skip] {step.name} (unchanged)", flush=True)
             continue
