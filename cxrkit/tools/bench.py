@@ -68,7 +68,7 @@ def refiner_share(backbone: str = "seresnext101_32x4d", size: int = 380, batch: 
                   repeats: int = 2, device: str = "cpu") -> dict[str, float]:
     """Seconds of a full training step vs the sparse refiner's forward + penalty + backward.
 
-    The step runs as in training (channels-last on CUDA and CPU; fp16 autocast on CUDA) and both timings
+    The step runs as in training (channels-last and fp16 autocast on CUDA) and both timings
     synchronise the device.
     """
     from cxrkit.utils.amp import autocast_context

@@ -113,8 +113,8 @@ class TrainConfig:
     #: mode: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs. Checkpoints hold
     #: the uncompiled module's weights; validation and predictions run uncompiled
     compile: bool | str = False
-    #: the model and its training batches in channels-last memory format; null: on CUDA and CPU
-    #: (cxrkit.utils.memory_format: measured faster there), not on MPS
+    #: the model and its training batches in channels-last memory format; null: on CUDA only (on a
+    #: CPU faster but not bit-reproducible run to run: cxrkit.utils.memory_format)
     channels_last: bool | None = None
     seed: int = 0
     out: str = "runs/train"  #: run folder (checkpoints, predictions, provenance)
